@@ -1,0 +1,1 @@
+"""Pure presale domain logic: events, counters, milestones, surge detection."""

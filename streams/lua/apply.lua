@@ -1,0 +1,228 @@
+-- Apply one batch plan to a campaign's state, atomically with its Kafka offsets.
+-- Mirrors processors/state.py:apply_plan; tests hold the two to the same results.
+--
+-- KEYS[1]  the campaign's offsets hash ("<prefix>off"); every key shares its slot
+-- ARGV[1]  key prefix, e.g. "presale:{d11-2025}:"
+-- ARGV[2]  the plan as JSON (streams/store.py:encode_plan)
+-- ARGV[3]  wall-clock now in ms (milestones' detected_at_ms)
+--
+-- Returns {"stale", partition, applied_offset} and changes nothing when another
+-- worker moved a partition past the plan's starting offset; otherwise
+-- {"ok", new_events, duplicates, milestone_json...}.
+
+local P = ARGV[1]
+local plan = cjson.decode(ARGV[2])
+local now_ms = ARGV[3]
+
+local function fmt(n)
+  return string.format("%.0f", n)
+end
+
+-- 1. Offsets: refuse the plan if any partition moved since it was built.
+local off_key = KEYS[1]
+for _, o in ipairs(plan.o) do
+  local applied = redis.call("HGET", off_key, o[1])
+  local applied_n = applied and tonumber(applied) or -1
+  if applied_n ~= o[2] then
+    return {"stale", o[1], fmt(applied_n)}
+  end
+end
+for _, o in ipairs(plan.o) do
+  redis.call("HSET", off_key, o[1], fmt(o[3]))
+end
+
+local meta = P .. "meta"
+for reason, n in pairs(plan.dl) do
+  redis.call("HINCRBY", P .. "dl", reason, n)
+end
+if plan.ow > 0 then
+  redis.call("HINCRBY", meta, "out_of_window", plan.ow)
+end
+
+-- 2. Dedupe generation from the watermark (latest counted event time).
+local wm = tonumber(redis.call("HGET", meta, "watermark_ms") or "0")
+if plan.w > wm then
+  wm = plan.w
+  redis.call("HSET", meta, "watermark_ms", fmt(wm))
+end
+local gen = math.floor(wm / plan.h)
+local gens_key = P .. "dd:gens"
+local has_prev = redis.call("SISMEMBER", gens_key, fmt(gen - 1)) == 1
+redis.call("SADD", gens_key, fmt(gen))
+for _, g in ipairs(redis.call("SMEMBERS", gens_key)) do
+  if tonumber(g) < gen - 1 then
+    for shard = 0, plan.s - 1 do
+      redis.call("UNLINK", P .. "dd:" .. g .. ":" .. shard)
+    end
+    redis.call("SREM", gens_key, g)
+  end
+end
+local dd_cur = P .. "dd:" .. fmt(gen) .. ":"
+local dd_prev = P .. "dd:" .. fmt(gen - 1) .. ":"
+
+local function first_seen(shard, member)
+  if has_prev and redis.call("SISMEMBER", dd_prev .. shard, member) == 1 then
+    return false
+  end
+  return redis.call("SADD", dd_cur .. shard, member) == 1
+end
+
+-- 3. Deduplicate and aggregate in Lua tables; one HINCRBY per counter at the end.
+local delta = {}     -- "brand\0channel" -> {brand, channel, counters}
+local buyers = {}    -- "brand\0channel" -> list of user ids
+local steps = {}     -- brand index -> list of {amount, ts} of new first-hour orders
+local new_events, duplicates = 0, 0
+
+local function counters(b, c)
+  local k = b .. "\0" .. c
+  local d = delta[k]
+  if not d then
+    d = {b, c, {}}
+    delta[k] = d
+  end
+  return d[3], k
+end
+
+local function add(t, name, n)
+  t[name] = (t[name] or 0) + n
+end
+
+for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
+  local name = spec[2]
+  for _, tally in ipairs(spec[1]) do
+    local fresh = 0
+    for _, id in ipairs(tally[3]) do
+      if first_seen(id[1], id[2]) then
+        fresh = fresh + 1
+      end
+    end
+    new_events = new_events + fresh
+    duplicates = duplicates + #tally[3] - fresh
+    if fresh > 0 then
+      add(counters(tally[1], tally[2]), name, fresh)
+    end
+  end
+end
+
+for _, r in ipairs(plan.r) do
+  -- {brand, channel, shard, member, amount, qty, vip, user, ts, first_hour}
+  if first_seen(r[3], r[4]) then
+    new_events = new_events + 1
+    local t, k = counters(r[1], r[2])
+    add(t, "orders", 1)
+    add(t, "units", r[6])
+    add(t, "gross_gmv_fen", r[5])
+    add(t, "net_gmv_fen", r[5])
+    add(t, "vip_orders", r[7])
+    local users = buyers[k]
+    if not users then
+      users = {}
+      buyers[k] = users
+    end
+    users[#users + 1] = r[8]
+    if r[10] == 1 then
+      add(t, "first_hour_gross_gmv_fen", r[5])
+      local s = steps[r[1]]
+      if not s then
+        s = {}
+        steps[r[1]] = s
+      end
+      s[#s + 1] = {r[5], r[9]}
+    end
+  else
+    duplicates = duplicates + 1
+  end
+end
+
+for _, x in ipairs(plan.x) do
+  -- {brand, channel, shard, member, amount}
+  if first_seen(x[3], x[4]) then
+    new_events = new_events + 1
+    local t = counters(x[1], x[2])
+    add(t, "cancels", 1)
+    add(t, "net_gmv_fen", -x[5])
+  else
+    duplicates = duplicates + 1
+  end
+end
+
+-- 4. Write the aggregated deltas: brand, brand x channel, totals, channel.
+local brands = plan.b
+local channels = plan.n
+local function pfadd(key, users)
+  -- unpack() is bounded by Lua's C stack (8,000 values): add in chunks.
+  for i = 1, #users, 1000 do
+    redis.call("PFADD", key, unpack(users, i, math.min(i + 999, #users)))
+  end
+end
+
+local rank = P .. "rank"
+for i = 1, #brands do
+  redis.call("ZINCRBY", rank, 0, brands[i])
+end
+for k, d in pairs(delta) do
+  local brand = brands[d[1] + 1]
+  local ch = channels[d[2] + 1]
+  local bkey = P .. "b:" .. brand
+  local bckey = P .. "bc:" .. brand
+  for name, n in pairs(d[3]) do
+    if n ~= 0 then
+      local s = fmt(n)
+      redis.call("HINCRBY", bkey, name, s)
+      redis.call("HINCRBY", bckey, ch .. ":" .. name, s)
+      redis.call("HINCRBY", P .. "t", name, s)
+      redis.call("HINCRBY", P .. "ch", ch .. ":" .. name, s)
+    end
+  end
+  if d[3].gross_gmv_fen then
+    redis.call("ZINCRBY", rank, fmt(d[3].gross_gmv_fen), brand)
+  end
+  local users = buyers[k]
+  if users then
+    pfadd(P .. "u:b:" .. brand, users)
+    pfadd(P .. "u:bc:" .. brand .. ":" .. ch, users)
+    pfadd(P .. "u:t", users)
+    pfadd(P .. "u:ch:" .. ch, users)
+  end
+end
+
+-- 5. Milestones: decided here, so no two workers can both emit one.
+local reached = {}
+local ms_key = P .. "ms"
+for b, s in pairs(steps) do
+  local brand = brands[b + 1]
+  local targets = plan.t[tostring(b)]
+  if targets then
+    table.sort(targets, function(p, q) return p[2] < q[2] end)
+    local after = tonumber(redis.call("HGET", P .. "b:" .. brand, "first_hour_gross_gmv_fen"))
+    local running = after
+    for i = 1, #s do
+      running = running - s[i][1]
+    end
+    local next_target = 1
+    for i = 1, #s do
+      running = running + s[i][1]
+      while next_target <= #targets and running >= targets[next_target][2] do
+        local tg = targets[next_target]
+        next_target = next_target + 1
+        local field = tg[1] .. ":" .. brand .. ":" .. fmt(tg[2])
+        local record = '{"kind":' .. cjson.encode(tg[1])
+          .. ',"brand_id":' .. cjson.encode(brand)
+          .. ',"threshold_fen":' .. fmt(tg[2])
+          .. ',"crossed_at_ms":' .. fmt(s[i][2])
+          .. ',"detected_at_ms":' .. now_ms .. '}'
+        if redis.call("HSETNX", ms_key, field, record) == 1 then
+          redis.call("XADD", P .. "outbox", "*", "topic", "milestones",
+            "key", brand, "value", record)
+          reached[#reached + 1] = record
+        end
+      end
+    end
+  end
+end
+
+local result = {"ok", new_events, duplicates}
+for i = 1, #reached do
+  result[#result + 1] = reached[i]
+end
+return result
