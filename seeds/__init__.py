@@ -1,0 +1,1 @@
+"""Recorded presale streams, their generator and the independent batch reference."""
