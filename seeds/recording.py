@@ -11,6 +11,7 @@ import binascii
 import gzip
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -157,3 +158,34 @@ def iter_records(path: str | Path) -> Iterator[Record]:
             record = parse_line(line, f"{path}:{number}")
             if record is not None:
                 yield record
+
+
+@dataclass(slots=True)
+class Companions:
+    """Paths of a recording and its companion files."""
+
+    recording: Path
+    baseline: Path
+    settings: Path
+    lastyear: Path
+    expected: Path
+
+    @classmethod
+    def beside(cls, recording: Path) -> Companions:
+        name = recording.name
+        for suffix in (".jsonl.gz", ".jsonl", ".gz"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        folder = recording.parent
+        return cls(
+            recording=recording,
+            baseline=folder / f"{name}.baseline.csv",
+            settings=folder / f"{name}.settings.json",
+            lastyear=folder / f"{name}.lastyear.json",
+            expected=folder / f"{name}.expected.json",
+        )
+
+    @property
+    def name(self) -> str:
+        return self.baseline.name[: -len(".baseline.csv")]
