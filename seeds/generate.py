@@ -20,7 +20,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,9 @@ HOUR_MS = 3_600_000
 # YoY floor of ¥100k (a brand below it last year is too small to "double").
 THRESHOLDS_FEN_AT_SCALE_1 = (1_000_000_000, 10_000_000_000)
 YOY_MIN_BASELINE_FEN_AT_SCALE_1 = 10_000_000
-# 0.0002 puts ¥100M at ¥20k: about 9k orders and 100k records for 5,000
-# brands, a 4 MB recording. Orders keep real prices, so their number grows
-# linearly with the scale (scale 1 is ~30M orders: not practical here).
+# 0.0001 puts ¥100M at ¥10k: about 11k orders and 120k records for 5,000
+# brands, a 4 MB recording made in 5 s. Orders keep real prices, so their
+# number grows linearly with the scale (scale 1 would be ~100M orders).
 DEFAULT_SCALE = 0.0001
 
 # Last year's facts and this year's planned growth (SEED_FACTS.md).
@@ -711,7 +711,7 @@ class World:
                 event = self.template(event_type, channel="livestream")
             topic = TOPIC_OF_TYPE[event_type]
             topic, payload = spoil(event, topic)
-            text = self.render_malformed(topic, event_type, payload)
+            text = self.render_malformed(topic, payload)
             record = _published(text)
             got = reference.validate(
                 record[0], record[2], reference.DEFAULT_MAX_RECORD_BYTES
@@ -722,7 +722,7 @@ class World:
             self.emit_text(text, rng.randrange(self.rec_start_ms, self.rec_end_ms))
             self.stats.malformed_by_reason[reason] += 1
 
-    def render_malformed(self, topic: str, event_type: str, payload: Payload) -> str:
+    def render_malformed(self, topic: str, payload: Payload) -> str:
         """The recording line for a spoiled record: a plain line when it can be
         one (an object routed by its own type), else an envelope."""
         kind, content = payload
@@ -857,7 +857,8 @@ class World:
 # ------------------------------------------------------------------ malformed
 
 Payload = tuple[str, Any]  # ("value", obj) | ("raw", text) | ("raw_b64", bytes)
-Spoil = Any  # Callable[[dict, str], tuple[str, Payload]]
+# Spoils a valid event sent to a topic: -> (topic, payload) to record.
+Spoil = Callable[[dict[str, Any], str], tuple[str, Payload]]
 
 
 def _set(name: str, value: Any) -> Spoil:
@@ -1201,14 +1202,38 @@ def generate(options: Options) -> dict[str, Any]:
     return summary
 
 
+# The recordings committed under seeds/streams/, and the options that made
+# them: `python -m seeds.generate --committed` remakes them byte for byte.
+STREAMS_DIR = Path(__file__).parent / "streams"
+COMMITTED_RECORDINGS: dict[str, tuple[str, ...]] = {
+    # ~20k records, 200 brands: fast tests.
+    "small": (
+        "--seed",
+        "11",
+        "--brands",
+        "200",
+        "--doubled",
+        "60",
+        "--scale",
+        "0.00004",
+    ),
+    # The calibrated first hour: 5,000 brands, 35 over the scaled ¥100M,
+    # 1,802 doubled, at the default scale 0.0001 (¥100M -> ¥10k).
+    "first-hour": ("--seed", "2025"),
+}
+
+
+def committed_argv(name: str, folder: Path = STREAMS_DIR) -> list[str]:
+    """The generator arguments that write committed recording `name`."""
+    return [*COMMITTED_RECORDINGS[name], "--out", str(folder / f"{name}.jsonl.gz")]
+
+
 def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         prog="presale seeds generate",
         description="Write a deterministic presale recording and its companion files.",
     )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="<name>.jsonl.gz to write"
-    )
+    parser.add_argument("--out", type=Path, help="<name>.jsonl.gz to write")
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument(
         "--scale",
@@ -1226,7 +1251,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--campaign-minutes", type=int, default=120)
     parser.add_argument("--campaign-id", default=None)
     parser.add_argument("--summary", action="store_true", help="print measured facts")
+    parser.add_argument(
+        "--committed",
+        action="store_true",
+        help="remake every recording committed under seeds/streams/",
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        parser.error("--out is required")
     if args.scale <= 0:
         parser.error("--scale must be positive")
     if args.campaign_minutes < 60:
@@ -1246,7 +1278,15 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--committed" in args:
+        args.remove("--committed")
+        for name in COMMITTED_RECORDINGS:
+            status = main([*committed_argv(name), *args])
+            if status != 0:
+                return status
+        return 0
+    options = parse_args(args)
     try:
         summary = generate(options)
     except GenerationError as exc:
