@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from seeds import reference
-from seeds.recording import TOPIC_OF_TYPE, Companions, is_envelope, parse_line
+from seeds.recording import (
+    TOPIC_OF_TYPE,
+    Companions,
+    is_envelope,
+    parse_line,
+    topic_of_type,
+)
 from seeds.summary import format_summary, summary_facts
 
 # 2025-10-15 20:00 Beijing time (UTC+8), the 2025 Double 11 presale start.
@@ -730,7 +736,7 @@ class World:
         if kind == "value":
             routable = (
                 isinstance(content, dict)
-                and TOPIC_OF_TYPE.get(content.get("type")) == topic
+                and topic_of_type(content.get("type")) == topic
                 and not is_envelope(content)
             )
             if routable:

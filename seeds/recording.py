@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 # Short topic names used in recordings; the processor prefixes them
 # ("clicks" -> "presale.clicks").
@@ -39,6 +40,11 @@ class RecordingError(ValueError):
     """A recording line that cannot be turned into a Kafka record."""
 
 
+def topic_of_type(event_type: object) -> str | None:
+    """The topic a plain event of this `type` goes to, None if unroutable."""
+    return TOPIC_OF_TYPE.get(event_type) if isinstance(event_type, str) else None
+
+
 def is_envelope(obj: object) -> bool:
     """True when a parsed line is an envelope rather than a plain event."""
     return (
@@ -59,7 +65,7 @@ def compact_json(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
-def open_recording(path: str | Path) -> IO[bytes]:
+def open_recording(path: str | Path) -> io.BufferedIOBase:
     """Open a recording for binary reading, gunzipping when it is gzipped."""
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == GZIP_MAGIC
@@ -115,7 +121,7 @@ def _event_record(obj: object, line: bytes, where: str) -> Record:
     if not isinstance(obj, dict):
         msg = f"{where}: a line that is not an object must be an envelope"
         raise RecordingError(msg)
-    topic = TOPIC_OF_TYPE.get(obj.get("type"))  # type: ignore[arg-type]
+    topic = topic_of_type(obj.get("type"))
     if topic is None:
         msg = f"{where}: plain event has no routable type; use an envelope"
         raise RecordingError(msg)
