@@ -1285,6 +1285,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["generate"]:
+        # `presale seeds generate ...` may hand over its subcommand word too.
+        args = args[1:]
     if "--committed" in args:
         args.remove("--committed")
         for name in COMMITTED_RECORDINGS:

@@ -197,3 +197,15 @@ def test_summary_facts(world: Companions) -> None:
     assert summary["out_of_window"] > 0
     text = generate.format_summary(summary)
     assert "brands doubled" in text
+
+
+def test_cli_accepts_its_subcommand_word(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`presale seeds generate ...` may pass "generate" on; --summary prints
+    the facts measured on the written file."""
+    out = tmp_path / "c.jsonl.gz"
+    assert generate.main(["generate", *TINY, "--out", str(out), "--summary"]) == 0
+    printed = capsys.readouterr().out
+    assert "5 brands reached ¥1,000.00 (100000 fen)" in printed
+    assert "12 brands doubled" in printed
