@@ -94,17 +94,19 @@ class Event:
 
 
 class _BadJson(ValueError):
-    """A JSON text that the contract does not accept (NaN, 65-bit ints...)."""
+    """A JSON text that the contract does not accept (NaN, 1e400, lone surrogates)."""
 
 
 def _reject_constant(name: str) -> Any:
     raise _BadJson(f"{name} is not JSON")
 
 
-def _parse_int(text: str) -> int:
+def _parse_int(text: str) -> int | float:
+    """An integer outside 64 bits is read as a float (docs/validation.md), so it
+    is wrong_type in an integer field and ignored in an unknown one."""
     number = int(text)
     if not INT64_MIN <= number <= UINT64_MAX:
-        raise _BadJson(f"integer {text[:40]} does not fit in 64 bits")
+        return _parse_float(text)
     return number
 
 
