@@ -150,9 +150,7 @@ def apply_plan(
         brand_id = plan.brands[brand]
         total_after = state.brands[brand_id]["first_hour_gross_gmv_fen"]
         total_before = total_after - sum(amount for amount, _ts in steps)
-        for goal, crossed_at_ms in crossings(
-            total_before, steps, plan.targets[brand]
-        ):
+        for goal, crossed_at_ms in crossings(total_before, steps, plan.targets[brand]):
             milestone = Milestone(
                 goal.kind, brand_id, goal.threshold_fen, crossed_at_ms, now_ms
             )

@@ -1,1 +1,1 @@
-"""The Faust app: settings, topics, codecs, agents, the Redis store, metrics, web, CLI."""
+"""The Faust app: settings, topics, codecs, agents, Redis store, metrics, web, CLI."""

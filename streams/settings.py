@@ -6,7 +6,6 @@ import csv
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from processors.counting import DAY_MS, CampaignRules
@@ -32,12 +31,16 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
     return value
 
 
-def _int_list(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+def _int_list(
+    env: Mapping[str, str], name: str, default: tuple[int, ...]
+) -> tuple[int, ...]:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        values = tuple(sorted({int(p.strip().replace("_", "")) for p in raw.split(",")}))
+        values = tuple(
+            sorted({int(p.strip().replace("_", "")) for p in raw.split(",")})
+        )
     except ValueError as exc:
         msg = f"{name} must be a comma list of integers (fen), got {raw!r}"
         raise SettingsError(msg) from exc
@@ -85,7 +88,10 @@ class Settings:
     campaign_id: str = "d11-2025"  # PRESALE_CAMPAIGN_ID
     start_ms: int = DEFAULT_START_MS  # PRESALE_CAMPAIGN_START_MS
     end_ms: int = DEFAULT_END_MS  # PRESALE_CAMPAIGN_END_MS
-    milestones_fen: tuple[int, ...] = (1_000_000_000, 10_000_000_000)  # ..._MILESTONES_FEN
+    milestones_fen: tuple[int, ...] = (
+        1_000_000_000,
+        10_000_000_000,
+    )  # ..._MILESTONES_FEN
     baseline_csv: str | None = None  # PRESALE_BASELINE_CSV
     yoy_min_baseline_fen: int = 1_000_000  # PRESALE_YOY_MIN_BASELINE_FEN
     topic_prefix: str = "presale"  # PRESALE_TOPIC_PREFIX
@@ -147,14 +153,18 @@ class Settings:
             data_dir=env.get("PRESALE_DATA_DIR", d.data_dir),
         )
         if load and settings.baseline_csv:
-            settings = replace(settings, baselines_fen=load_baseline(settings.baseline_csv))
+            settings = replace(
+                settings, baselines_fen=load_baseline(settings.baseline_csv)
+            )
         return settings
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
         """Settings from this process's environment, with CLI flags on top."""
         settings = cls.from_env(os.environ)
-        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(
+            settings, **{k: v for k, v in overrides.items() if v is not None}
+        )
 
     @property
     def redis_prefix(self) -> str:

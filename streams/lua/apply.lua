@@ -213,7 +213,7 @@ for b, s in pairs(steps) do
           .. ',"detected_at_ms":' .. now_ms .. '}'
         if redis.call("HSETNX", ms_key, field, record) == 1 then
           redis.call("XADD", P .. "outbox", "*", "topic", "milestones",
-            "key", brand, "value", record)
+            "id", field, "key", brand, "value", record)
           reached[#reached + 1] = record
         end
       end

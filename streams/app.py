@@ -1,0 +1,152 @@
+"""The Faust app of `presale worker`: batch agent, web views, metrics, outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+from prometheus_client import start_http_server
+
+from processors.events import INPUT_TOPICS
+from streams.batching import BatchApp
+from streams.errors import PresaleError
+from streams.kafka import ensure_topics, lag, log_end_offsets, producer
+from streams.metrics import Metrics
+from streams.outbox import OutboxPublisher
+from streams.pipeline import Pipeline
+from streams.settings import Settings
+from streams.store import RedisStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What the app's handlers share; built before the worker's loop runs."""
+
+    settings: Settings
+    metrics: Metrics
+    store: RedisStore
+    pipeline: Pipeline
+    producer: AIOKafkaProducer | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """In the worker's loop, before the first fetch (aiokafka needs the loop)."""
+        self.producer = producer(self.settings)
+        await self.producer.start()
+        self.pipeline.producer = self.producer
+        publisher = OutboxPublisher(
+            self.settings, self.store.client, self.producer, self.metrics
+        )
+        self.tasks.append(asyncio.ensure_future(publisher.run()))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.producer is not None:
+            await self.producer.stop()
+        await self.store.close()
+
+
+def create_app(
+    settings: Settings, metrics: Metrics | None = None
+) -> tuple[BatchApp, Runtime]:
+    metrics = metrics or Metrics.create()
+    store = RedisStore.from_url(
+        settings.redis_url, settings.redis_prefix, settings.rules
+    )
+    pipeline = Pipeline(settings, store, None, metrics)
+    runtime = Runtime(
+        settings=settings, metrics=metrics, store=store, pipeline=pipeline
+    )
+    app = BatchApp(
+        settings.app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        autodiscover=False,
+        datadir=settings.data_dir,
+        topic_disable_leader=True,
+        topic_partitions=settings.topic_partitions,
+        broker_max_poll_records=settings.batch_max_records,
+        consumer_auto_offset_reset="earliest",
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+    app.batch_topics = frozenset(settings.topic(t) for t in INPUT_TOPICS)
+    app.batch_handler = pipeline.on_batch
+    app.offset_loader = pipeline.load_offsets
+    app.batch_startup = runtime.start
+    app.batch_shutdown = runtime.stop
+
+    @app.page("/report")
+    async def report(web: Any, request: Any) -> Any:
+        top = request.query.get("top")
+        body = await store.report(top=int(top) if top and top.isdigit() else None)
+        try:
+            ends = await log_end_offsets(settings, INPUT_TOPICS)
+            body["consumer_lag"] = lag(ends, await store.applied_offsets(ends))
+        except PresaleError:
+            body["consumer_lag"] = None
+        return web.json(body)
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"ok": True})
+
+    @app.timer(interval=2.0)
+    async def measure_lag() -> None:
+        consumer = app.consumer
+        by_topic: dict[str, int] = {}
+        for tp in consumer.assignment():
+            if tp.topic not in app.batch_topics:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            short = tp.topic.removeprefix(settings.topic_prefix + ".")
+            applied = pipeline.applied.get(f"{short}:{tp.partition}", -1)
+            by_topic[short] = by_topic.get(short, 0) + max(0, highwater - applied - 1)
+        for short in INPUT_TOPICS:
+            metrics.consumer_lag.labels(short).set(by_topic.get(short, 0))
+        if pipeline.latest_event_ms:
+            metrics.freshness.set(time.time() - pipeline.latest_event_ms / 1000)
+
+    return app, runtime
+
+
+async def preflight(settings: Settings) -> None:
+    """Fail with one line, before Faust starts, when Redis or Kafka is not there."""
+    store = RedisStore.from_url(
+        settings.redis_url, settings.redis_prefix, settings.rules
+    )
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+    await ensure_topics(settings)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    """Run the worker until it is stopped (SIGINT/SIGTERM)."""
+    asyncio.run(preflight(settings))
+    app, runtime = create_app(settings)
+    start_http_server(
+        settings.metrics_port, addr=settings.web_host, registry=runtime.metrics.registry
+    )
+    logging.getLogger("presale").info(
+        "campaign %s, metrics on %s:%d",
+        settings.campaign_id,
+        settings.web_host,
+        settings.metrics_port,
+    )
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,134 @@
+"""A Faust consumer that hands whole fetched batches to one handler.
+
+Faust 0.15.3's own path costs about 60 µs per event (four asyncio tasks per
+message in `Consumer._drain_messages`, a queue hop and an ack each): about 16k
+events/s at best, measured here. This subclass keeps everything else of Faust
+(group membership, rebalances, the Fetcher service, the web server, the CLI) and
+replaces only the drain loop, so each `getmany` result goes to the handler as one
+batch: about 1.5 µs per record of overhead.
+
+Offsets live in Redis beside the counters (written in the same atomic step), so
+the consumer commits nothing to Kafka and seeks to the Redis offsets after every
+assignment. This relies on private Faust methods (`_drain_messages`,
+`_wait_next_records`, `_new_transport`): faust-streaming is pinned for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import faust
+from aiokafka.structs import ConsumerRecord
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+Batch = dict[TP, list[ConsumerRecord]]
+# The handler returns the partitions it wants read again from an offset (for
+# example after Redis lost its last second of writes), or None.
+BatchHandler = Callable[[Batch], Awaitable[Mapping[TP, int] | None]]
+# Next offset to read for each assigned partition, or -1 for "from the start".
+OffsetLoader = Callable[[set[TP]], Awaitable[Mapping[TP, int]]]
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, draining whole batches instead of messages."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_lock = asyncio.Lock()
+
+    @property
+    def batch_app(self) -> BatchApp:
+        assert isinstance(self.app, BatchApp)
+        return self.app
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.batch_app.batch_startup is not None:
+            await self.batch_app.batch_startup()
+        # Subscribe through the Conductor, inside the running loop (at import time
+        # the worker hangs). acks=False: Faust tracks no acks for these topics.
+        app = self.batch_app
+        self.app.topics.add(self.app.topic(*sorted(app.batch_topics), acks=False))
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        if self.batch_app.batch_shutdown is not None:
+            await self.batch_app.batch_shutdown()
+
+    async def perform_seek(self) -> None:
+        # Called after every assignment (after the on_partitions_assigned signal,
+        # which is too early: a seek there is overwritten).
+        app = self.batch_app
+        tps = {tp for tp in self.assignment() if tp.topic in app.batch_topics}
+        if not tps or app.offset_loader is None:
+            await super().perform_seek()
+            return
+        stored = await app.offset_loader(tps)
+        fresh = [tp for tp in tps if stored.get(tp, 0) <= 0]
+        if fresh:  # nothing applied yet: from the start, never Kafka's commits
+            await self._thread.seek_to_beginning(*fresh)
+        known = {tp: off for tp, off in stored.items() if off > 0 and tp in tps}
+        if known:
+            await self.seek_wait(known)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        async with self.batch_lock:  # a batch in flight finishes first
+            await super().on_partitions_revoked(revoked)
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # consumer.py:1170
+        app = self.batch_app
+        handler = app.batch_handler
+        assert handler is not None, "BatchApp.batch_handler is not set"
+        stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
+        try:
+            while not (stopped() or fetcher_stopped()):
+                records, active = await self._wait_next_records(1.0)
+                if not records or self.should_stop:
+                    continue
+                batch = {
+                    tp: recs
+                    for tp, recs in records.items()
+                    if tp.topic in app.batch_topics and (active is None or tp in active)
+                }
+                if not batch:
+                    continue
+                async with self.batch_lock:
+                    if not self.flow_active:
+                        continue  # rebalancing: perform_seek() rewinds afterwards
+                    reseek = await handler(batch)
+                if reseek:
+                    owned = self.assignment()
+                    await self.seek_wait(
+                        {tp: o for tp, o in reseek.items() if tp in owned}
+                    )
+                await asyncio.sleep(0)  # let the web server and rebalances run
+        except self.consumer_stopped_errors:
+            if not app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not app.should_stop:
+                raise
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    Consumer = BatchConsumer
+
+
+class BatchApp(faust.App):
+    """A Faust app whose input topics are drained in batches by one handler."""
+
+    batch_topics: frozenset[str] = frozenset()
+    batch_handler: BatchHandler | None = None
+    offset_loader: OffsetLoader | None = None
+    # Run inside the worker's loop before the first fetch, and after the last.
+    batch_startup: Callable[[], Awaitable[None]] | None = None
+    batch_shutdown: Callable[[], Awaitable[None]] | None = None
+
+    def _new_transport(self) -> Any:  # app/base.py:1932
+        return BatchTransport(self.conf.broker_consumer, self)

@@ -1,0 +1,188 @@
+"""The `presale` command: worker, replay, report, reset, seeds."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from streams.errors import PresaleError
+from streams.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.load(
+        kafka_bootstrap=getattr(args, "bootstrap", None),
+        redis_url=getattr(args, "redis_url", None),
+        campaign_id=getattr(args, "campaign", None),
+    )
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (PRESALE_KAFKA_BOOTSTRAP)"
+    )
+    p.add_argument("--redis-url", help="Redis URL (PRESALE_REDIS_URL)")
+    p.add_argument("--campaign", help="campaign id (PRESALE_CAMPAIGN_ID)")
+
+
+async def _report(settings: Settings, top: int | None) -> dict[str, Any]:
+    from streams.kafka import lag, log_end_offsets
+    from streams.store import RedisStore
+
+    store = RedisStore.from_url(
+        settings.redis_url, settings.redis_prefix, settings.rules
+    )
+    try:
+        await store.ping()
+        report = await store.report(top=top)
+        ends = await log_end_offsets(settings, ("clicks", "carts", "orders"))
+        applied = await store.applied_offsets(ends)
+        report["consumer_lag"] = lag(ends, applied)
+        return report
+    finally:
+        await store.close()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    report = asyncio.run(_report(settings, args.top))
+    if args.json:
+        sys.stdout.write(
+            orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
+    else:
+        from rich.console import Console
+
+        from streams.report import table
+
+        Console().print(table(report))
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from streams.store import RedisStore
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        store = RedisStore.from_url(
+            settings.redis_url, settings.redis_prefix, settings.rules
+        )
+        try:
+            await store.ping()
+            return await store.reset()
+        finally:
+            await store.close()
+
+    deleted = asyncio.run(run())
+    print(f"campaign {settings.campaign_id}: deleted {deleted:,} Redis keys")
+    return 0
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        msg = f"--speed must be a number or 'max', got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from exc
+    if value <= 0:
+        msg = "--speed must be positive"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streams.replay import replay
+
+    settings = _settings(args)
+    try:
+        result = asyncio.run(replay(settings, args.files, args.speed, not args.quiet))
+    except KeyboardInterrupt:
+        print("replay interrupted before it finished", file=sys.stderr)
+        return 130
+    rate = result.published / result.seconds if result.seconds else 0.0
+    if result.interrupted:
+        print(
+            f"replay interrupted: published {result.published:,} of "
+            f"{result.total:,} records",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"published {result.published:,} records in {result.seconds:.1f} s "
+        f"({rate:,.0f} records/s)"
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.app import run_worker
+
+    return run_worker(_settings(args), args.loglevel)
+
+
+def cmd_seeds(args: argparse.Namespace) -> int:
+    from seeds import generate
+
+    return int(generate.main(args.rest) or 0)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="presale", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="run the stream processor (Faust worker)")
+    _common(w)
+    w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning"])
+    w.set_defaults(func=cmd_worker)
+
+    r = sub.add_parser("replay", help="publish recorded streams to the input topics")
+    _common(r)
+    r.add_argument("files", nargs="+", metavar="FILE", help="JSON lines, .gz allowed")
+    r.add_argument(
+        "--speed", type=_speed, default=None, help="max (default) or N x event time"
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_replay)
+
+    rep = sub.add_parser("report", help="print the campaign state from Redis")
+    _common(rep)
+    rep.add_argument(
+        "--json", action="store_true", help="the JSON object of CONTRACT s7"
+    )
+    rep.add_argument("--top", type=int, default=None, help="only the N biggest brands")
+    rep.set_defaults(func=cmd_report)
+
+    z = sub.add_parser("reset", help="delete one campaign's state in Redis")
+    _common(z)
+    z.set_defaults(func=cmd_reset)
+
+    s = sub.add_parser(
+        "seeds", help="generate recorded streams (seeds generate --help)"
+    )
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_seeds)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PresaleError as exc:
+        print(f"presale: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("presale: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

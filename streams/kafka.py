@@ -1,0 +1,102 @@
+"""Kafka plumbing shared by the worker and the CLI: topics, producers, offsets."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from processors.events import INPUT_TOPICS
+from streams.errors import KafkaUnavailable
+from streams.settings import Settings
+
+OUTPUT_TOPICS = ("milestones", "alerts", "deadletter")
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> KafkaUnavailable:
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.__class__.__name__}"
+        + (f" {exc}" if str(exc) else "")
+    )
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the input and output topics that do not exist yet."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
+    )
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(settings.topic(t), settings.topic_partitions, 1)
+            for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)
+            if settings.topic(t) not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another was first
+                await admin.create_topics(wanted)
+    except (KafkaConnectionError, OSError) as exc:
+        raise _unavailable(settings, exc) from exc
+    finally:
+        await admin.close()
+
+
+def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 262_144,
+        "max_request_size": 1_048_576 * 4,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    p = producer(settings, **overrides)
+    try:
+        await p.start()
+    except (KafkaError, OSError) as exc:
+        await p.stop()
+        raise _unavailable(settings, exc) from exc
+    return p
+
+
+async def log_end_offsets(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+    """The next offset to be written of every partition, as "short:partition"."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
+    )
+    try:
+        await consumer.start()
+        tps: list[TopicPartition] = []
+        for short in topics:
+            parts = consumer.partitions_for_topic(settings.topic(short))
+            if parts is None:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(settings.topic(short)) or set()
+            tps.extend(TopicPartition(settings.topic(short), p) for p in parts)
+        ends = await consumer.end_offsets(tps) if tps else {}
+        starts = await consumer.beginning_offsets(tps) if tps else {}
+    except (KafkaError, OSError) as exc:
+        raise _unavailable(settings, exc) from exc
+    finally:
+        await consumer.stop()
+    prefix = settings.topic_prefix + "."
+    return {
+        f"{tp.topic.removeprefix(prefix)}:{tp.partition}": end
+        for tp, end in ends.items()
+        if end > starts.get(tp, 0)
+    }
+
+
+def lag(end_offsets: dict[str, int], applied: dict[str, int]) -> int:
+    """Records published but not applied: end offset minus (last applied + 1)."""
+    return sum(max(0, end - applied.get(tp, -1) - 1) for tp, end in end_offsets.items())

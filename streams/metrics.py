@@ -1,0 +1,114 @@
+"""Every Prometheus metric of the worker, created against a replaceable registry.
+
+Labels are bounded: topic short names, event types, reasons, milestone kinds.
+Per-brand detail lives in Redis, never in Prometheus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Batches run from one record to PRESALE_BATCH_MAX_RECORDS (20,000 by default).
+_BATCH_SIZES = (1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
+# A batch should take well under the 1 s freshness budget.
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    records_in: Counter
+    rejected: Counter
+    out_of_window: Counter
+    duplicates: Counter
+    milestones: Counter
+    gmv_fen: Counter
+    consumer_lag: Gauge
+    freshness: Gauge
+    batch_records: Histogram
+    batch_seconds: Histogram
+    redis_seconds: Histogram
+    stale_plans: Counter
+    outbox_published: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        r = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=r,
+            records_in=Counter(
+                "presale_records_in_total",
+                "Input records read, by topic and event type (invalid: rejected).",
+                ["topic", "type"],
+                registry=r,
+            ),
+            rejected=Counter(
+                "presale_records_rejected_total",
+                "Input records sent to the dead-letter topic, by reason.",
+                ["reason"],
+                registry=r,
+            ),
+            out_of_window=Counter(
+                "presale_records_out_of_window_total",
+                "Valid events outside the campaign window, not counted.",
+                registry=r,
+            ),
+            duplicates=Counter(
+                "presale_duplicates_total",
+                "Events recognised as already counted (same event_id or order_id).",
+                registry=r,
+            ),
+            milestones=Counter(
+                "presale_milestones_total",
+                "First-hour milestones reached, by kind.",
+                ["kind"],
+                registry=r,
+            ),
+            gmv_fen=Counter(
+                "presale_gross_gmv_fen_total",
+                "Gross GMV of the orders this worker applied, in fen.",
+                registry=r,
+            ),
+            consumer_lag=Gauge(
+                "presale_consumer_lag_records",
+                "Input records published but not yet applied, by topic.",
+                ["topic"],
+                registry=r,
+            ),
+            freshness=Gauge(
+                "presale_freshness_seconds",
+                "Wall clock minus the event time of the latest applied event.",
+                registry=r,
+            ),
+            batch_records=Histogram(
+                "presale_batch_records",
+                "Records per applied batch.",
+                buckets=_BATCH_SIZES,
+                registry=r,
+            ),
+            batch_seconds=Histogram(
+                "presale_batch_duration_seconds",
+                "Time to decode, plan and apply one batch.",
+                buckets=_SECONDS,
+                registry=r,
+            ),
+            redis_seconds=Histogram(
+                "presale_redis_roundtrip_seconds",
+                "Time of the atomic Redis step of one batch.",
+                buckets=_SECONDS,
+                registry=r,
+            ),
+            stale_plans=Counter(
+                "presale_stale_batches_total",
+                "Batches refused because another worker had moved the offsets.",
+                registry=r,
+            ),
+            outbox_published=Counter(
+                "presale_outbox_published_total",
+                "Milestone and alert records published to Kafka, by topic.",
+                ["topic"],
+                registry=r,
+            ),
+        )

@@ -1,0 +1,155 @@
+"""One batch's way through the worker: decode, plan, dead-letter, apply, measure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
+
+from processors.counting import Record, plan_batch
+from processors.events import Event, Rejection
+from processors.state import Applied
+from streams.codecs import dead_letter, decode
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.store import Store
+
+log = logging.getLogger(__name__)
+
+# A plan refused as stale is rebuilt on the fresh offsets; more than a few in a
+# row means workers are fighting over partitions, which a rebalance settles.
+_MAX_ATTEMPTS = 8
+
+
+class Pipeline:
+    """The worker's batch handler and offset loader, over one store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        producer: AIOKafkaProducer | None,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.rules = settings.rules
+        self.store = store
+        self.producer = producer
+        self.metrics = metrics
+        self.prefix = settings.topic_prefix + "."
+        self.deadletter_topic = settings.topic("deadletter")
+        # "short:partition" -> last offset this worker knows is applied.
+        self.applied: dict[str, int] = {}
+        self.latest_event_ms = 0
+
+    def name(self, tp: TP) -> str:
+        return f"{tp.topic.removeprefix(self.prefix)}:{tp.partition}"
+
+    async def load_offsets(self, tps: set[TP]) -> dict[TP, int]:
+        """Next offset to read of each partition: one past the last applied."""
+        stored = await self.store.applied_offsets(self.name(tp) for tp in tps)
+        self.applied.update(stored)
+        return {tp: stored[self.name(tp)] + 1 for tp in tps}
+
+    def decode(self, batch: Mapping[TP, list[ConsumerRecord]]) -> list[Record]:
+        limit = self.settings.max_record_bytes
+        records: list[Record] = []
+        for tp, recs in batch.items():
+            short = tp.topic.removeprefix(self.prefix)
+            name = f"{short}:{tp.partition}"
+            records.extend(
+                (name, r.offset, decode(r.value, short, limit)) for r in recs
+            )
+        return records
+
+    async def send_dead_letters(
+        self, batch: Mapping[TP, list[ConsumerRecord]], records: list[Record]
+    ) -> None:
+        """Publish the batch's rejected records and wait until Kafka has them."""
+        if self.producer is None:
+            return
+        raw = {
+            (self.name(tp), r.offset): (tp, r)
+            for tp, recs in batch.items()
+            for r in recs
+        }
+        futures = []
+        for name, offset, decoded in records:
+            if type(decoded) is Rejection and offset > self.applied.get(name, -1):
+                tp, rec = raw[name, offset]
+                value = dead_letter(decoded, tp.topic, tp.partition, offset, rec.value)
+                futures.append(
+                    await self.producer.send(self.deadletter_topic, value, key=rec.key)
+                )
+        if futures:
+            await asyncio.gather(*futures)
+
+    def count_inputs(self, records: list[Record]) -> None:
+        kinds: Counter[tuple[str, str]] = Counter()
+        for name, _offset, decoded in records:
+            topic = name.partition(":")[0]
+            kind = decoded.type if type(decoded) is Event else "invalid"
+            kinds[topic, kind] += 1
+        for (topic, kind), n in kinds.items():
+            self.metrics.records_in.labels(topic, kind).inc(n)
+
+    async def on_batch(
+        self, batch: Mapping[TP, list[ConsumerRecord]]
+    ) -> dict[TP, int] | None:
+        """Apply one fetched batch exactly once; returns partitions to re-read."""
+        started = time.perf_counter()
+        records = self.decode(batch)
+        await self.send_dead_letters(batch, records)
+        for _attempt in range(_MAX_ATTEMPTS):
+            plan = plan_batch(records, self.rules, self.applied)
+            if plan.empty:
+                return None
+            t0 = time.perf_counter()
+            result = await self.store.apply(plan, int(time.time() * 1000))
+            self.metrics.redis_seconds.observe(time.perf_counter() - t0)
+            if isinstance(result, Applied):
+                for name, (_before, last) in plan.offsets.items():
+                    self.applied[name] = last
+                self.record(plan.rejected, plan.out_of_window, plan.max_ts_ms, result)
+                self.count_inputs(records)
+                self.metrics.batch_records.observe(len(records))
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                return None
+            self.metrics.stale_plans.inc()
+            names = {self.name(tp): tp for tp in batch}
+            fresh = await self.store.applied_offsets(names)
+            went_back = [n for n, off in fresh.items() if off < self.applied.get(n, -1)]
+            self.applied.update(fresh)
+            if went_back:
+                # The store lost writes we had applied (Redis restarted without its
+                # last second): read those partitions again from what it still has.
+                log.warning("store offsets went back for %s; re-reading", went_back)
+                return {tp: fresh[n] + 1 for n, tp in names.items()}
+        log.warning("batch still stale after %d attempts; re-reading it", _MAX_ATTEMPTS)
+        return {tp: self.applied.get(self.name(tp), -1) + 1 for tp in batch}
+
+    def record(
+        self,
+        rejected: Mapping[str, int],
+        out_of_window: int,
+        max_ts_ms: int,
+        result: Applied,
+    ) -> None:
+        m = self.metrics
+        for reason, n in rejected.items():
+            m.rejected.labels(reason).inc(n)
+        if out_of_window:
+            m.out_of_window.inc(out_of_window)
+        if result.duplicates:
+            m.duplicates.inc(result.duplicates)
+        for milestone in result.milestones:
+            m.milestones.labels(milestone.kind).inc()
+        self.latest_event_ms = max(self.latest_event_ms, max_ts_ms)
+        if self.latest_event_ms:
+            m.freshness.set(time.time() - self.latest_event_ms / 1000)

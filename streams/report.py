@@ -1,0 +1,158 @@
+"""The report of CONTRACT section 7, shaped from what a store read, and its table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from processors.counting import CampaignRules
+from processors.milestones import GMV_THRESHOLD, YOY_DOUBLE
+from processors.state import COUNTERS
+
+# The counters of a brand, a channel or the totals, in report order.
+FIELDS: Final = (
+    "clicks",
+    "carts",
+    "orders",
+    "cancels",
+    "units",
+    "gross_gmv_fen",
+    "net_gmv_fen",
+    "vip_orders",
+    "buyers",
+    "first_hour_gross_gmv_fen",
+)
+
+
+@dataclass
+class BrandRow:
+    brand_id: str
+    counters: Mapping[str, int]
+    buyers: int
+    by_channel: Mapping[str, Mapping[str, int]]
+    channel_buyers: dict[str, int]
+
+
+def _block(counters: Mapping[str, int], buyers: int) -> dict[str, int]:
+    out = {name: int(counters.get(name, 0)) for name in FIELDS if name in COUNTERS}
+    out["buyers"] = int(buyers)
+    return {name: out[name] for name in FIELDS}
+
+
+def shape_report(
+    *,
+    rules: CampaignRules,
+    totals: Mapping[str, int],
+    buyers: int,
+    channels: Mapping[str, Mapping[str, int]],
+    channel_buyers: Mapping[str, int],
+    brands: list[BrandRow],
+    milestones: list[dict[str, Any]],
+    dead_letters: Mapping[str, int],
+    out_of_window: int,
+    watermark_ms: int,
+) -> dict[str, Any]:
+    reached = {str(t): 0 for t in rules.thresholds_fen}
+    doubled = 0
+    for m in milestones:
+        if m["kind"] == GMV_THRESHOLD and str(m["threshold_fen"]) in reached:
+            reached[str(m["threshold_fen"])] += 1
+        elif m["kind"] == YOY_DOUBLE:
+            doubled += 1
+    return {
+        "campaign": {
+            "id": rules.campaign_id,
+            "start_ms": rules.start_ms,
+            "end_ms": rules.end_ms,
+            "first_hour_end_ms": rules.first_hour_end_ms,
+        },
+        "totals": _block(totals, buyers),
+        "channels": {
+            ch: _block(channels[ch], channel_buyers.get(ch, 0))
+            for ch in sorted(channels)
+        },
+        "first_hour": {"brands_reached": reached, "brands_doubled": doubled},
+        "brands": [
+            {
+                "brand_id": row.brand_id,
+                **_block(row.counters, row.buyers),
+                "baseline_first_hour_gmv_fen": rules.baselines_fen.get(row.brand_id, 0),
+                "by_channel": {
+                    ch: _block(row.by_channel[ch], row.channel_buyers.get(ch, 0))
+                    for ch in sorted(row.by_channel)
+                },
+            }
+            for row in brands
+        ],
+        "milestones": sorted(
+            milestones,
+            key=lambda m: (
+                m["crossed_at_ms"],
+                m["kind"],
+                m["brand_id"],
+                m["threshold_fen"],
+            ),
+        ),
+        "alerts": [],
+        "dead_letters": sum(dead_letters.values()),
+        "dead_letters_by_reason": dict(sorted(dead_letters.items())),
+        "out_of_window": out_of_window,
+        "watermark_ms": watermark_ms,
+        "consumer_lag": None,
+    }
+
+
+def yuan(fen: int) -> str:
+    """Fen as an exact yuan amount, e.g. ¥123,456.78."""
+    return f"¥{fen / 100:,.2f}"
+
+
+def table(report: Mapping[str, Any]) -> Any:
+    """A rich renderable of the report, for `presale report` without --json."""
+    from rich.console import Group
+    from rich.table import Table
+
+    camp = report["campaign"]
+    t = report["totals"]
+    head = Table(title=f"presale {camp['id']}", show_header=False, box=None)
+    head.add_row(
+        "gross GMV", yuan(t["gross_gmv_fen"]), "net GMV", yuan(t["net_gmv_fen"])
+    )
+    head.add_row(
+        "first-hour gross",
+        yuan(t["first_hour_gross_gmv_fen"]),
+        "orders",
+        f"{t['orders']:,}",
+    )
+    head.add_row("clicks", f"{t['clicks']:,}", "carts", f"{t['carts']:,}")
+    head.add_row("buyers (≈)", f"{t['buyers']:,}", "cancels", f"{t['cancels']:,}")
+    fh = report["first_hour"]
+    reached = ", ".join(
+        f"{n:,} brands reached {yuan(int(th))}"
+        for th, n in fh["brands_reached"].items()
+    )
+    head.add_row(
+        "first hour", reached, "doubled YoY", f"{fh['brands_doubled']:,} brands"
+    )
+    lag = report.get("consumer_lag")
+    head.add_row(
+        "dead letters",
+        f"{report['dead_letters']:,}",
+        "consumer lag",
+        "unknown" if lag is None else f"{lag:,}",
+    )
+    brands = Table(title="brands by gross GMV")
+    for col in ("#", "brand", "gross GMV", "net GMV", "first hour", "orders", "clicks"):
+        brands.add_column(col, justify="left" if col == "brand" else "right")
+    for i, b in enumerate(report["brands"], start=1):
+        brands.add_row(
+            str(i),
+            b["brand_id"],
+            yuan(b["gross_gmv_fen"]),
+            yuan(b["net_gmv_fen"]),
+            yuan(b["first_hour_gross_gmv_fen"]),
+            f"{b['orders']:,}",
+            f"{b['clicks']:,}",
+        )
+    return Group(head, brands)

@@ -1,0 +1,288 @@
+"""Where the campaign state lives: one Protocol, a Redis store and an in-memory one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from typing import Any, Final, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from processors.counting import CampaignRules, Plan
+from processors.events import CHANNELS
+from processors.milestones import Milestone
+from processors.state import COUNTERS, Applied, CampaignState, Stale, apply_plan
+from streams.errors import RedisUnavailable
+from streams.report import BrandRow, shape_report
+
+APPLY_LUA: Final = resources.files("streams").joinpath("lua/apply.lua").read_text()
+
+
+class Store(Protocol):
+    """What the worker and the report need from the campaign state."""
+
+    async def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
+        """The last applied offset of each "topic:partition" (-1 when none)."""
+        ...
+
+    async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
+        """Apply one plan atomically with its offsets, or refuse it as stale."""
+        ...
+
+    async def report(self, top: int | None = None) -> dict[str, Any]:
+        """The CONTRACT section 7 object, without consumer_lag."""
+        ...
+
+    async def reset(self) -> int:
+        """Delete the campaign's state; returns how many keys went."""
+        ...
+
+
+def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
+    """The plan in the compact JSON shape `lua/apply.lua` reads."""
+    return orjson.dumps(
+        {
+            "o": [[tp, before, last] for tp, (before, last) in plan.offsets.items()],
+            "b": plan.brands,
+            "n": CHANNELS,
+            "c": [
+                [t.brand, t.channel, [[i.shard, i.member] for i in t.ids]]
+                for t in plan.clicks
+            ],
+            "k": [
+                [t.brand, t.channel, [[i.shard, i.member] for i in t.ids]]
+                for t in plan.carts
+            ],
+            "r": [
+                [
+                    o.brand,
+                    o.channel,
+                    o.id.shard,
+                    o.id.member,
+                    o.amount_fen,
+                    o.qty,
+                    int(o.vip),
+                    o.user_id,
+                    o.ts_ms,
+                    int(o.first_hour),
+                ]
+                for o in plan.orders
+            ],
+            "x": [
+                [x.brand, x.channel, x.id.shard, x.id.member, x.amount_fen]
+                for x in plan.cancels
+            ],
+            "t": {
+                str(b): [[t.kind, t.threshold_fen] for t in targets]
+                for b, targets in plan.targets.items()
+                if targets
+            },
+            "w": plan.max_ts_ms,
+            "h": rules.dedupe_horizon_ms,
+            "s": rules.dedupe_shards,
+            "ow": plan.out_of_window,
+            "dl": plan.rejected,
+        }
+    )
+
+
+def _int_map(raw: Mapping[bytes, bytes]) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def _split_channels(raw: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    by_channel: dict[str, dict[str, int]] = {}
+    for name, value in raw.items():
+        channel, _, counter = name.partition(":")
+        by_channel.setdefault(channel, dict.fromkeys(COUNTERS, 0))[counter] = value
+    return by_channel
+
+
+class RedisStore:
+    """The campaign state in Redis; every key starts with the campaign's prefix."""
+
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, rules: CampaignRules
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.rules = rules
+        self._apply = client.register_script(APPLY_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, rules: CampaignRules) -> RedisStore:
+        client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+        )
+        return cls(client, prefix, rules)
+
+    async def ping(self) -> None:
+        """Fail with one readable line when Redis does not answer."""
+        try:
+            await self.client.ping()
+        except AuthenticationError as exc:
+            msg = f"Redis refused our credentials: {exc}"
+            raise RedisUnavailable(msg) from exc
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            msg = f"cannot reach Redis: {exc}"
+            raise RedisUnavailable(msg) from exc
+        except ResponseError as exc:
+            msg = f"Redis refused the connection: {exc}"
+            raise RedisUnavailable(msg) from exc
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
+        names = list(partitions)
+        if not names:
+            return {}
+        values = await self.client.hmget(self.prefix + "off", names)
+        return {
+            n: -1 if v is None else int(v) for n, v in zip(names, values, strict=True)
+        }
+
+    async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
+        payload = encode_plan(plan, self.rules)
+        try:
+            result = await self._apply(
+                keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
+            )
+        except NoScriptError:  # Redis restarted and lost its script cache
+            self._apply = self.client.register_script(APPLY_LUA)
+            result = await self._apply(
+                keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
+            )
+        if result[0] == b"stale":
+            return Stale(result[1].decode(), int(result[2]))
+        milestones = [Milestone(**orjson.loads(r)) for r in result[3:]]
+        return Applied(milestones, int(result[1]), int(result[2]))
+
+    async def report(self, top: int | None = None) -> dict[str, Any]:
+        p, c = self.prefix, self.client
+        async with c.pipeline(transaction=False) as pipe:
+            pipe.zrevrange(p + "rank", 0, -1, withscores=True)
+            pipe.hgetall(p + "t")
+            pipe.hgetall(p + "ch")
+            pipe.pfcount(p + "u:t")
+            for channel in CHANNELS:
+                pipe.pfcount(p + "u:ch:" + channel)
+            pipe.hgetall(p + "ms")
+            pipe.hgetall(p + "dl")
+            pipe.hgetall(p + "meta")
+            head = await pipe.execute()
+        ranked, totals_raw, channels_raw, buyers_total = head[:4]
+        channel_buyers = dict(zip(CHANNELS, head[4 : 4 + len(CHANNELS)], strict=True))
+        milestones_raw, dead_raw, meta_raw = head[4 + len(CHANNELS) :]
+        order = sorted(((-int(s), m.decode()) for m, s in ranked))
+        brand_ids = [b for _s, b in order][: top if top is not None else None]
+
+        async with c.pipeline(transaction=False) as pipe:
+            for b in brand_ids:
+                pipe.hgetall(p + "b:" + b)
+                pipe.hgetall(p + "bc:" + b)
+                pipe.pfcount(p + "u:b:" + b)
+            details = await pipe.execute()
+        rows: list[BrandRow] = []
+        for i, b in enumerate(brand_ids):
+            counters = _int_map(details[3 * i])
+            by_channel = _split_channels(_int_map(details[3 * i + 1]))
+            rows.append(BrandRow(b, counters, details[3 * i + 2], by_channel, {}))
+        async with c.pipeline(transaction=False) as pipe:
+            for row in rows:
+                for channel in row.by_channel:
+                    pipe.pfcount(f"{p}u:bc:{row.brand_id}:{channel}")
+            counts = iter(await pipe.execute())
+        for row in rows:
+            for channel in row.by_channel:
+                row.channel_buyers[channel] = next(counts)
+
+        channels = _split_channels(_int_map(channels_raw))
+        meta = _int_map(meta_raw)
+        return shape_report(
+            rules=self.rules,
+            totals=_int_map(totals_raw),
+            buyers=buyers_total,
+            channels=channels,
+            channel_buyers={ch: channel_buyers[ch] for ch in channels},
+            brands=rows,
+            milestones=[orjson.loads(v) for v in milestones_raw.values()],
+            dead_letters=_int_map(dead_raw),
+            out_of_window=meta.get("out_of_window", 0),
+            watermark_ms=meta.get("watermark_ms", 0),
+        )
+
+    async def reset(self) -> int:
+        deleted = 0
+        pattern = self.prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+        batch: list[bytes] = []
+        async for key in self.client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await self.client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await self.client.unlink(*batch)
+        return deleted
+
+
+class MemoryStore:
+    """The same state in process memory, for unit tests of the worker's logic."""
+
+    def __init__(self, rules: CampaignRules) -> None:
+        self.rules = rules
+        self.state = CampaignState()
+        self._lock = asyncio.Lock()
+
+    async def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
+        return {tp: self.state.offsets.get(tp, -1) for tp in partitions}
+
+    async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
+        async with self._lock:
+            return apply_plan(self.state, plan, self.rules, now_ms)
+
+    async def report(self, top: int | None = None) -> dict[str, Any]:
+        s = self.state
+        order = sorted(s.brands, key=lambda b: (-s.brands[b]["gross_gmv_fen"], b))
+        rows = []
+        for b in order[: top if top is not None else None]:
+            by_channel = {ch: v for (bb, ch), v in s.brand_channels.items() if bb == b}
+            rows.append(
+                BrandRow(
+                    b,
+                    s.brands[b],
+                    len(s.buyers.get((b,), ())),
+                    by_channel,
+                    {ch: len(s.buyers.get((b, ch), ())) for ch in by_channel},
+                )
+            )
+        return shape_report(
+            rules=self.rules,
+            totals=s.totals,
+            buyers=len(s.buyers.get((), ())),
+            channels=s.channels,
+            channel_buyers={ch: len(s.buyers.get(("", ch), ())) for ch in s.channels},
+            brands=rows,
+            milestones=[
+                {
+                    "kind": m.kind,
+                    "brand_id": m.brand_id,
+                    "threshold_fen": m.threshold_fen,
+                    "crossed_at_ms": m.crossed_at_ms,
+                    "detected_at_ms": m.detected_at_ms,
+                }
+                for m in s.milestones.values()
+            ],
+            dead_letters=s.dead_letters,
+            out_of_window=s.out_of_window,
+            watermark_ms=s.watermark_ms,
+        )
+
+    async def reset(self) -> int:
+        self.state = CampaignState()
+        return 1
