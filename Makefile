@@ -1,6 +1,20 @@
-# Developer entry points. Add new targets below; keep each a thin call to a script.
+# Developer entry points: `make demo` and `make test` are the README's two commands.
+# Each creates .venv, installs the project and starts the services it needs.
 
-.PHONY: services services-down
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CODE := processors streams seeds tests deploy/local bench
+
+.PHONY: install services services-down demo test lint unit
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
 
 # Start (or reuse) a local Kafka broker on 127.0.0.1:9092 and Redis on 127.0.0.1:6379.
 services:
@@ -9,3 +23,20 @@ services:
 # Stop what `make services` started.
 services-down:
 	bash deploy/local/services.sh down
+
+# Start a worker, replay the first-hour recording, print the report table.
+demo: install services
+	$(BIN)/python deploy/local/demo.py
+
+lint: install
+	$(BIN)/ruff check $(wildcard $(CODE))
+	$(BIN)/ruff format --check $(wildcard $(CODE))
+	$(BIN)/mypy
+
+# Unit tests only: no services needed.
+unit: install
+	$(BIN)/python -m pytest -q -m "not integration"
+
+# The whole suite: lint, types, unit, integration and replay tests on real services.
+test: install services lint
+	$(BIN)/python -m pytest -q

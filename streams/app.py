@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -137,6 +138,7 @@ async def preflight(settings: Settings) -> None:
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Run the worker until it is stopped (SIGINT/SIGTERM)."""
     asyncio.run(preflight(settings))
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # Faust makes one level
     app, runtime = create_app(settings)
     start_http_server(
         settings.metrics_port, addr=settings.web_host, registry=runtime.metrics.registry

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -72,7 +72,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         stored = await app.offset_loader(tps)
         fresh = [tp for tp in tps if stored.get(tp, 0) <= 0]
         if fresh:  # nothing applied yet: from the start, never Kafka's commits
-            await self._thread.seek_to_beginning(*fresh)
+            await self._thread.seek_to_beginning(
+                *(TopicPartition(tp.topic, tp.partition) for tp in fresh)
+            )
         known = {tp: off for tp, off in stored.items() if off > 0 and tp in tps}
         if known:
             await self.seek_wait(known)
