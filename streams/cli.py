@@ -64,6 +64,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from streams.check import check
+
+    settings = _settings(args)
+    try:
+        with open(args.expected, "rb") as f:
+            want = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        msg = f"cannot read expected report {args.expected}: {exc}"
+        raise PresaleError(msg) from exc
+    live = asyncio.run(_report(settings, None))
+    if live["consumer_lag"]:
+        print(
+            f"note: consumer_lag is {live['consumer_lag']:,}: the state is not complete"
+        )
+    problems = check(live, want)
+    for line in problems[:50]:
+        print(line)
+    if problems:
+        print(f"{len(problems):,} differences from {args.expected}")
+        return 1
+    print(f"the report equals {args.expected} (buyers within 2%)")
+    return 0
+
+
 def cmd_reset(args: argparse.Namespace) -> int:
     from streams.store import RedisStore
 
@@ -159,6 +184,13 @@ def parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--top", type=int, default=None, help="only the N biggest brands")
     rep.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("check", help="compare the live report with an expected one")
+    _common(c)
+    c.add_argument(
+        "expected", help="an expected report, e.g. seeds/streams/X.expected.json"
+    )
+    c.set_defaults(func=cmd_check)
 
     z = sub.add_parser("reset", help="delete one campaign's state in Redis")
     _common(z)

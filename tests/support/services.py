@@ -54,7 +54,9 @@ def recording_env(name: str) -> dict[str, str]:
     """The settings of committed recording `name`, as environment variables."""
     settings = json.loads((STREAMS / f"{name}.settings.json").read_text())
     if "PRESALE_BASELINE_CSV" in settings:
-        settings["PRESALE_BASELINE_CSV"] = str(STREAMS / settings["PRESALE_BASELINE_CSV"])
+        settings["PRESALE_BASELINE_CSV"] = str(
+            STREAMS / settings["PRESALE_BASELINE_CSV"]
+        )
     return settings
 
 
@@ -92,7 +94,8 @@ class Env:
             timeout=timeout,
         )
         if check and done.returncode != 0:
-            msg = f"presale {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}"
+            command = " ".join(args)
+            msg = f"presale {command} exited {done.returncode}: {done.stderr[-2000:]}"
             raise AssertionError(msg)
         return done.stdout
 
@@ -128,7 +131,11 @@ class Env:
             from streams.settings import Settings
 
             settings = Settings.from_env(self.vars, load=False)
-            return sum((await log_end_offsets(settings, ("clicks", "carts", "orders"))).values())
+            return sum(
+                (
+                    await log_end_offsets(settings, ("clicks", "carts", "orders"))
+                ).values()
+            )
 
         return asyncio.run(ends())
 
@@ -165,7 +172,7 @@ class Worker:
 
     def get(self, path: str, port: int | None = None) -> bytes:
         url = f"http://127.0.0.1:{port or self.web_port}{path}"
-        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=10) as resp:
             body: bytes = resp.read()
             return body
 
