@@ -16,6 +16,7 @@ from streams.settings import Settings
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.load(
+        settings_file=getattr(args, "settings", None),
         kafka_bootstrap=getattr(args, "bootstrap", None),
         redis_url=getattr(args, "redis_url", None),
         campaign_id=getattr(args, "campaign", None),
@@ -28,6 +29,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--redis-url", help="Redis URL (PRESALE_REDIS_URL)")
     p.add_argument("--campaign", help="campaign id (PRESALE_CAMPAIGN_ID)")
+    p.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="a recording's settings JSON, over the environment",
+    )
 
 
 async def _report(settings: Settings, top: int | None) -> dict[str, Any]:
@@ -161,6 +167,7 @@ def cmd_seeds(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="presale", description=__doc__)
+    p.add_argument("--traceback", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
     w = sub.add_parser("worker", help="run the stream processor (Faust worker)")
@@ -214,6 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("presale: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an unforeseen failure still gets one line
+        if args.traceback:
+            raise
+        name = exc.__class__.__name__
+        msg = f"presale: error: {name}: {exc} (--traceback shows where)"
+        print(msg, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from processors.counting import DAY_MS, CampaignRules
@@ -77,6 +79,24 @@ def load_baseline(path: str) -> dict[str, int]:
         msg = f"baseline CSV {path} is not UTF-8 text"
         raise BaselineError(msg) from exc
     return baselines
+
+
+def read_settings_file(path: str) -> dict[str, str]:
+    """A `<recording>.settings.json`: variable names to values."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as exc:
+        msg = f"cannot read settings file {path}: {exc}"
+        raise SettingsError(msg) from exc
+    if not isinstance(raw, dict) or not all(k.startswith("PRESALE_") for k in raw):
+        msg = f"settings file {path} must map PRESALE_* variables to values"
+        raise SettingsError(msg)
+    values = {k: str(v) for k, v in raw.items()}
+    if "PRESALE_BASELINE_CSV" in values:
+        base = Path(path).parent / values["PRESALE_BASELINE_CSV"]
+        values["PRESALE_BASELINE_CSV"] = str(base)
+    return values
 
 
 @dataclass(frozen=True)
@@ -159,9 +179,13 @@ class Settings:
         return settings
 
     @classmethod
-    def load(cls, **overrides: Any) -> Settings:
-        """Settings from this process's environment, with CLI flags on top."""
-        settings = cls.from_env(os.environ)
+    def load(cls, settings_file: str | None = None, **overrides: Any) -> Settings:
+        """Settings from this process's environment, then a recording's settings
+        file (JSON of variable -> value, paths relative to it), then CLI flags."""
+        env = dict(os.environ)
+        if settings_file:
+            env.update(read_settings_file(settings_file))
+        settings = cls.from_env(env)
         return replace(
             settings, **{k: v for k, v in overrides.items() if v is not None}
         )
