@@ -32,6 +32,7 @@ class Metrics:
     redis_seconds: Histogram
     stale_plans: Counter
     outbox_published: Counter
+    retries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -109,6 +110,12 @@ class Metrics:
                 "presale_outbox_published_total",
                 "Milestone and alert records published to Kafka, by topic.",
                 ["topic"],
+                registry=r,
+            ),
+            retries=Counter(
+                "presale_batch_retries_total",
+                "Batches retried because Redis or Kafka was unavailable, by which.",
+                ["service"],
                 registry=r,
             ),
         )

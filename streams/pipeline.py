@@ -9,6 +9,10 @@ from collections import Counter
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from redis.exceptions import BusyLoadingError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
@@ -21,6 +25,23 @@ from streams.settings import Settings
 from streams.store import Store
 
 log = logging.getLogger(__name__)
+
+# Failures that pass: Redis or Kafka restarting, a connection dropped.
+TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    TryAgainError,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def _kind(exc: BaseException) -> str:
+    return "kafka" if isinstance(exc, KafkaError) else "redis"
+
 
 # A plan refused as stale is rebuilt on the fresh offsets; more than a few in a
 # row means workers are fighting over partitions, which a rebalance settles.
@@ -102,7 +123,26 @@ class Pipeline:
     async def on_batch(
         self, batch: Mapping[TP, list[ConsumerRecord]]
     ) -> dict[TP, int] | None:
-        """Apply one fetched batch exactly once; returns partitions to re-read."""
+        """Apply one fetched batch exactly once; returns partitions to re-read.
+
+        Redis or Kafka going away (a restart, a network blip) never kills the
+        worker: the batch is retried until they are back. Retrying is safe: the
+        atomic step refuses a plan whose offsets already moved, so a step that
+        ran but whose answer was lost is recognised and skipped.
+        """
+        delay_s = 0.1
+        while True:
+            try:
+                return await self._apply_batch(batch)
+            except TRANSIENT as exc:
+                self.metrics.retries.labels(_kind(exc)).inc()
+                log.warning("batch failed (%r); retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+
+    async def _apply_batch(
+        self, batch: Mapping[TP, list[ConsumerRecord]]
+    ) -> dict[TP, int] | None:
         started = time.perf_counter()
         records = self.decode(batch)
         await self.send_dead_letters(batch, records)

@@ -32,7 +32,10 @@ def main() -> int:
 
     def presale(*args: str, capture: bool = False) -> str:
         done = subprocess.run(
-            [*PRESALE, *args], env=env, cwd=ROOT, text=True,
+            [*PRESALE, *args],
+            env=env,
+            cwd=ROOT,
+            text=True,
             stdout=subprocess.PIPE if capture else None,
         )
         if done.returncode != 0:
@@ -47,8 +50,12 @@ def main() -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(
-            [*PRESALE, "worker", "--loglevel", "warning"], env=env, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [*PRESALE, "worker", "--loglevel", "warning"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         print(f"worker started (log: var/log/demo-worker.log); replaying {name}")

@@ -386,9 +386,24 @@ stop_one() {  # name pid_fn pidfile
   rm -f "$file"
 }
 
-cmd_down() {
-  stop_one kafka kafka_pid "$KAFKA_PID"
-  stop_one redis redis_pid "$REDIS_PID"
+cmd_down() {  # [kafka|redis]: both by default
+  [[ ${1:-kafka} == kafka ]] && stop_one kafka kafka_pid "$KAFKA_PID"
+  [[ ${1:-redis} == redis ]] && stop_one redis redis_pid "$REDIS_PID"
+  return 0
+}
+
+# SIGKILL one service, as a crash would (the fault-injection tests use it);
+# `up` brings it back on the same data.
+cmd_kill() {  # kafka|redis
+  local pid
+  case ${1:-} in
+    kafka) pid=$(kafka_pid) || die "kafka is not running under services.sh" ;;
+    redis) pid=$(redis_pid) || die "redis is not running under services.sh" ;;
+    *) die "usage: $0 kill kafka|redis" ;;
+  esac
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  say "killed $1 (pid $pid)"
 }
 
 status_line() {  # name ready_fn pid_fn addr
@@ -410,7 +425,8 @@ cmd_status() {
 PY=$(python_bin)
 case ${1:-} in
   up) cmd_up ;;
-  down) cmd_down ;;
+  down) cmd_down "${2:-}" ;;
+  kill) cmd_kill "${2:-}" ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down [kafka|redis]|kill kafka|redis|status" >&2; exit 2 ;;
 esac
