@@ -10,11 +10,11 @@ from collections.abc import Mapping
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
 from redis.exceptions import BusyLoadingError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from aiokafka.structs import ConsumerRecord
-from faust.types import TP
 
 from processors.counting import Record, plan_batch
 from processors.events import Event, Rejection
