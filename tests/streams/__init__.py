@@ -1,0 +1,1 @@
+"""Unit tests of the Faust-side modules in streams/, with no services."""
