@@ -99,6 +99,9 @@ class Plan:
     cancels: list[CancelLine]
     targets: dict[int, tuple[Target, ...]]  # brand index -> its targets (first hour)
     max_ts_ms: int  # latest event time of the counted events, 0 if none
+    # The batch's median counted event time, 0 if none: it moves the dedupe
+    # watermark, so one event with a far-future ts cannot make the store forget.
+    clock_ms: int
     out_of_window: int
     rejected: dict[str, int]  # reason -> records
 
@@ -135,6 +138,7 @@ def plan_batch(
     rejected: dict[str, int] = {}
     out_of_window = 0
     max_ts_ms = 0
+    counted_ts: list[int] = []
     shards = rules.dedupe_shards
     start_ms, end_ms, hour_end_ms = (
         rules.start_ms,
@@ -157,8 +161,8 @@ def plan_batch(
         if not start_ms <= ts_ms < end_ms:
             out_of_window += 1
             continue
-        if ts_ms > max_ts_ms:
-            max_ts_ms = ts_ms
+        max_ts_ms = max(max_ts_ms, ts_ms)
+        counted_ts.append(ts_ms)
         brand = brand_index.setdefault(decoded.brand_id, len(brand_index))
         channel = CHANNEL_INDEX[decoded.channel]
         kind = decoded.type
@@ -205,6 +209,7 @@ def plan_batch(
         cancels=cancels,
         targets=targets,
         max_ts_ms=max_ts_ms,
+        clock_ms=sorted(counted_ts)[len(counted_ts) // 2] if counted_ts else 0,
         out_of_window=out_of_window,
         rejected=rejected,
     )
@@ -213,7 +218,8 @@ def plan_batch(
 def dedupe_generation(watermark_ms: int, horizon_ms: int) -> int:
     """The dedupe generation new ids go to; ids are looked up in it and the one before.
 
-    So an id is remembered for at least one horizon of watermark progress (the
-    latest counted event time), and at most two, and memory stays bounded.
+    So an id is remembered for at least one horizon of watermark progress, and at
+    most two, and memory stays bounded. The watermark is the highest batch median
+    of counted event times: outliers in a batch do not move it.
     """
     return watermark_ms // horizon_ms

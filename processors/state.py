@@ -89,7 +89,7 @@ def apply_plan(
     for reason, n in plan.rejected.items():
         state.dead_letters[reason] = state.dead_letters.get(reason, 0) + n
     state.out_of_window += plan.out_of_window
-    state.watermark_ms = max(state.watermark_ms, plan.max_ts_ms)
+    state.watermark_ms = max(state.watermark_ms, plan.clock_ms)
     gen = dedupe_generation(state.watermark_ms, rules.dedupe_horizon_ms)
     for old in [g for g in state.seen if g < gen - 1]:
         del state.seen[old]

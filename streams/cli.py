@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -213,6 +214,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command != "worker":  # the worker's logging is Faust's
+        logging.basicConfig(level=logging.WARNING, format="presale: %(message)s")
+        # aiokafka logs each retried produce (a new topic's leader still being
+        # elected) and each failed connect; they are retried or reported by us.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args))
     except PresaleError as exc:

@@ -18,9 +18,9 @@ OUTPUT_TOPICS = ("milestones", "alerts", "deadletter")
 
 
 def _unavailable(settings: Settings, exc: BaseException) -> KafkaUnavailable:
+    detail = str(exc) or exc.__class__.__name__
     return KafkaUnavailable(
-        f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.__class__.__name__}"
-        + (f" {exc}" if str(exc) else "")
+        f"cannot reach Kafka at {settings.kafka_bootstrap}: {detail}"
     )
 
 

@@ -74,7 +74,15 @@ class Pipeline:
 
     async def load_offsets(self, tps: set[TP]) -> dict[TP, int]:
         """Next offset to read of each partition: one past the last applied."""
-        stored = await self.store.applied_offsets(self.name(tp) for tp in tps)
+        delay_s = 0.1
+        while True:
+            try:
+                stored = await self.store.applied_offsets(self.name(tp) for tp in tps)
+                break
+            except TRANSIENT as exc:
+                log.warning("reading offsets failed (%r); retrying", exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
         self.applied.update(stored)
         return {tp: stored[self.name(tp)] + 1 for tp in tps}
 
@@ -111,9 +119,15 @@ class Pipeline:
         if futures:
             await asyncio.gather(*futures)
 
-    def count_inputs(self, records: list[Record]) -> None:
+    def count_inputs(
+        self, records: list[Record], offsets: Mapping[str, tuple[int, int]]
+    ) -> None:
+        """Count the records a plan applied (not those skipped as already applied)."""
         kinds: Counter[tuple[str, str]] = Counter()
-        for name, _offset, decoded in records:
+        for name, offset, decoded in records:
+            span = offsets.get(name)
+            if span is None or offset <= span[0]:
+                continue
             topic = name.partition(":")[0]
             kind = decoded.type if type(decoded) is Event else "invalid"
             kinds[topic, kind] += 1
@@ -157,7 +171,7 @@ class Pipeline:
                 for name, (_before, last) in plan.offsets.items():
                     self.applied[name] = last
                 self.record(plan.rejected, plan.out_of_window, plan.max_ts_ms, result)
-                self.count_inputs(records)
+                self.count_inputs(records, plan.offsets)
                 self.metrics.batch_records.observe(len(records))
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 return None

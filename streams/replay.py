@@ -18,6 +18,12 @@ from streams.errors import KafkaUnavailable, RecordingError
 from streams.kafka import ensure_topics, start_producer
 from streams.settings import Settings
 
+# Pacing follows the event-time clock; a record more than 10 minutes ahead of it
+# (a malformed ts, a far-future test record) is sent at once, not waited for,
+# unless 50 such records in a row show the stream itself jumped.
+_MAX_JUMP_MS = 600_000
+_REANCHOR_AFTER = 50
+
 # Keep this many sends in flight before waiting for their acks: enough to fill
 # the producer's batches (about 256 KB each), small enough to bound memory.
 _IN_FLIGHT = 20_000
@@ -52,6 +58,36 @@ def _event_ms(value: bytes) -> int | None:
     return ts if type(ts) is int else None
 
 
+class _Pacer:
+    """Wall-clock delay before each record, to replay at `speed` x event time."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.clock_ms: int | None = None
+        self.anchor_wall = 0.0
+        self.anchor_ms = 0
+        self.jumps = 0
+
+    def delay_s(self, ts_ms: int | None) -> float:
+        if ts_ms is None:
+            return 0.0
+        if self.clock_ms is None or self.jumps >= _REANCHOR_AFTER:
+            self.clock_ms = self.anchor_ms = ts_ms
+            self.anchor_wall = time.monotonic()
+            self.jumps = 0
+            return 0.0
+        if (
+            ts_ms - self.clock_ms > _MAX_JUMP_MS
+            or ts_ms < self.anchor_ms - _MAX_JUMP_MS
+        ):
+            self.jumps += 1
+            return 0.0
+        self.jumps = 0
+        self.clock_ms = max(self.clock_ms, ts_ms)
+        due = self.anchor_wall + (self.clock_ms - self.anchor_ms) / 1000 / self.speed
+        return due - time.monotonic()
+
+
 def _records(paths: list[str]) -> Iterator[tuple[str, bytes | None, bytes]]:
     for path in paths:
         try:
@@ -73,7 +109,7 @@ async def replay(
     topics = {short: settings.topic(short) for short in ("clicks", "carts", "orders")}
     published = 0
     started = time.monotonic()
-    first_ts: int | None = None
+    pacer = _Pacer(speed) if speed is not None else None
     pending: list[asyncio.Future[object]] = []
     bar = tqdm(
         total=total, unit="ev", unit_scale=True, disable=not progress, smoothing=0.1
@@ -81,17 +117,13 @@ async def replay(
     interrupted = False
     try:
         for short, key, value in _records(paths):
-            if speed is not None:
-                ts = _event_ms(value)
-                if ts is not None:
-                    if first_ts is None:
-                        first_ts = ts
-                    due = started + (ts - first_ts) / 1000 / speed
-                    delay = due - time.monotonic()
-                    if delay > 0.002:
-                        await asyncio.gather(*pending)
-                        pending.clear()
-                        await asyncio.sleep(delay)
+            if pacer is not None:
+                delay = pacer.delay_s(_event_ms(value))
+                if delay > 0.002:
+                    await asyncio.gather(*pending)
+                    bar.update(len(pending))
+                    pending.clear()
+                    await asyncio.sleep(delay)
             pending.append(await producer.send(topics[short], value, key=key))
             published += 1
             if len(pending) >= _IN_FLIGHT:

@@ -56,7 +56,7 @@ def load_baseline(path: str) -> dict[str, int]:
     """Read `brand_id,first_hour_gmv_fen` (header line optional)."""
     baselines: dict[str, int] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # Excel adds a BOM
             for line_no, row in enumerate(csv.reader(f), start=1):
                 if not row or (line_no == 1 and row[0].strip() == "brand_id"):
                     continue

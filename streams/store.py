@@ -82,7 +82,7 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
                 for b, targets in plan.targets.items()
                 if targets
             },
-            "w": plan.max_ts_ms,
+            "w": plan.clock_ms,
             "h": rules.dedupe_horizon_ms,
             "s": rules.dedupe_shards,
             "ow": plan.out_of_window,

@@ -99,6 +99,20 @@ class Env:
             raise AssertionError(msg)
         return done.stdout
 
+    def background(self, *args: str) -> subprocess.Popen[str]:
+        """Start one `presale` command without waiting for it."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args],
+            env=self.environ(),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def topic(self, short: str) -> str:
+        return f"{self.vars['PRESALE_TOPIC_PREFIX']}.{short}"
+
     def report(self) -> dict[str, Any]:
         return json.loads(self.presale("report", "--json"))
 

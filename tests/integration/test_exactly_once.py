@@ -1,0 +1,211 @@
+"""Exactly-once effects under crashes, rebalances, restarts and replays.
+
+Every test replays a committed recording through the real Kafka into the real
+Redis while something goes wrong, then requires the report to equal the one the
+independent batch reference computed, and every milestone to be on the
+milestones topic exactly once. `make chaos` runs the same with more faults
+(PRESALE_CHAOS_KILLS=20).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+
+from streams.check import check, milestone_set
+from tests.support.services import REDIS, ROOT, STREAMS, Env, Worker, recording_env
+from tests.support.topics import read_all
+
+pytestmark = pytest.mark.integration
+
+KILLS = int(os.environ.get("PRESALE_CHAOS_KILLS", "5"))
+SEED = int(os.environ.get("PRESALE_CHAOS_SEED", "2025"))
+SERVICES = ["bash", str(ROOT / "deploy" / "local" / "services.sh")]
+NAME = "first-hour"
+FILE = STREAMS / f"{NAME}.jsonl.gz"
+# The recording spans about 130 minutes of event time; at 500x it takes about
+# 16 s to publish, long enough for the faults to land while records flow.
+PACED = "500"
+
+
+def expected(replays: int = 1) -> dict[str, Any]:
+    """The reference's report; a stream published `replays` times has its
+    rejected and out-of-window records that many times (they are records, not
+    facts: only facts are deduplicated)."""
+    want = json.loads((STREAMS / f"{NAME}.expected.json").read_text())
+    want["dead_letters"] *= replays
+    want["out_of_window"] *= replays
+    want["dead_letters_by_reason"] = {
+        k: v * replays for k, v in want["dead_letters_by_reason"].items()
+    }
+    return want
+
+
+def assert_exact(env: Env, alive: list[Worker], replays: int = 1) -> dict[str, Any]:
+    live = env.wait_applied(timeout=240, alive=alive)
+    assert check(live, expected(replays)) == []
+    # The outbox may still be publishing the last milestones: give it a moment.
+    deadline = time.monotonic() + 30
+    while True:
+        records = read_all(env.topic("milestones"))
+        ids = Counter(dict(r.headers)["presale-id"].decode() for r in records)
+        on_topic = {
+            (m["kind"], m["brand_id"], m["threshold_fen"])
+            for m in (json.loads(r.value) for r in records)
+        }
+        if on_topic == milestone_set(live) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert on_topic == milestone_set(live)
+    assert max(ids.values()) == 1, "a milestone was published twice"
+    assert len(records) == len(live["milestones"])
+    return live
+
+
+def finish(replay: subprocess.Popen[str]) -> None:
+    try:
+        _out, err = replay.communicate(timeout=120)
+    finally:
+        replay.kill()
+    assert replay.returncode == 0, err[-2000:]
+
+
+def test_kill9_at_random_points_and_replay_twice() -> None:
+    """kill -9 the worker KILLS times at random points while a paced replay runs,
+    restarting it each time, then replay the whole stream a second time: the
+    report equals the expected one exactly, each milestone published once."""
+    rng = random.Random(SEED)
+    env = Env(recording_env(NAME))
+    replay = env.background("replay", "--quiet", "--speed", PACED, str(FILE))
+    pending_at_kill = []
+    for i in range(KILLS):
+        worker = Worker(env, f"kill{i}").start()
+        time.sleep(rng.uniform(0.3, 2.5))
+        worker.kill()
+        pending_at_kill.append(env.report()["consumer_lag"])
+    finish(replay)
+    env.replay(FILE)  # every record a second time: nothing may count twice
+    final = Worker(env, "final").start()
+    try:
+        assert_exact(env, [final], replays=2)
+    finally:
+        final.stop()
+    # Most kills must have hit a worker with work in hand.
+    busy = sum(1 for lag in pending_at_kill if lag > 0)
+    assert busy >= KILLS // 2, pending_at_kill
+
+
+def test_rebalance_three_workers() -> None:
+    """3 workers over 6 partitions per topic; during a paced replay one is
+    stopped, one killed, and two new ones join: exact report, every milestone
+    exactly once in Redis and on the topic."""
+    env = Env(recording_env(NAME))
+    pool = [Worker(env, f"r{i}").start() for i in range(3)]
+    replay = env.background("replay", "--quiet", "--speed", PACED, str(FILE))
+    try:
+        time.sleep(3)
+        pool[0].stop()
+        time.sleep(2)
+        pool.append(Worker(env, "r3").start())
+        time.sleep(2)
+        pool[1].kill()
+        pool.append(Worker(env, "r4").start())
+        finish(replay)
+        alive = [w for w in pool if w.proc and w.proc.poll() is None]
+        assert len(alive) == 3
+        assert_exact(env, alive)
+    finally:
+        for w in pool:
+            w.stop()
+
+
+def services(*args: str) -> None:
+    subprocess.run([*SERVICES, *args], check=True, capture_output=True, timeout=180)
+
+
+def test_redis_killed_and_restarted() -> None:
+    """Redis is killed (SIGKILL) mid-replay and restarted from its AOF; the
+    worker waits for it and goes on: exact report."""
+    env = Env(recording_env(NAME))
+    worker = Worker(env, "w").start()
+    replay = env.background("replay", "--quiet", "--speed", PACED, str(FILE))
+    try:
+        time.sleep(4)
+        services("kill", "redis")
+        time.sleep(2)
+        services("up")
+        finish(replay)
+        assert_exact(env, [worker])
+    finally:
+        worker.stop()
+
+
+SNAPSHOT_LUA = """
+local out = {}
+for _, k in ipairs(redis.call('KEYS', ARGV[1])) do
+  out[#out + 1] = k
+  out[#out + 1] = redis.call('DUMP', k)
+end
+return out
+"""
+RESTORE_LUA = """
+for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end
+for i = 2, #ARGV, 2 do redis.call('RESTORE', ARGV[i], 0, ARGV[i + 1]) end
+return (#ARGV - 1) / 2
+"""
+
+
+def test_redis_loses_its_last_writes() -> None:
+    """Redis goes back in time, as after a restart with `appendfsync everysec`
+    that lost its last second: the campaign's keys are atomically put back to a
+    snapshot taken seconds earlier, while the worker runs. The worker sees its
+    offsets went back, re-reads those records from Kafka and applies them again
+    (dedupe sets went back too): exact report, milestones still once."""
+    env = Env(recording_env(NAME))
+    prefix = f"presale:\\\\{{{env.vars['PRESALE_CAMPAIGN_ID']}\\\\}}:*"
+    client = redis.Redis.from_url(REDIS)
+    worker = Worker(env, "w").start()
+    replay = env.background("replay", "--quiet", "--speed", PACED, str(FILE))
+    try:
+        time.sleep(4)
+        snapshot = client.eval(SNAPSHOT_LUA, 0, prefix)
+        applied_then = sum(int(v) for v in client.hvals(snapshot_key(env, "off")))
+        time.sleep(3)
+        applied_later = sum(int(v) for v in client.hvals(snapshot_key(env, "off")))
+        restored = client.eval(RESTORE_LUA, 0, prefix, *snapshot)
+        assert restored > 0
+        assert applied_later > applied_then, "nothing was applied between the two"
+        finish(replay)
+        assert_exact(env, [worker])
+    finally:
+        worker.stop()
+        client.close()
+
+
+def snapshot_key(env: Env, name: str) -> str:
+    return f"presale:{{{env.vars['PRESALE_CAMPAIGN_ID']}}}:{name}"
+
+
+def test_kafka_broker_restarted() -> None:
+    """The Kafka broker is stopped mid-replay and started again: the worker and
+    the replay ride it out; exact report."""
+    env = Env(recording_env(NAME))
+    worker = Worker(env, "w").start()
+    replay = env.background("replay", "--quiet", "--speed", PACED, str(FILE))
+    try:
+        time.sleep(4)
+        services("down", "kafka")
+        time.sleep(1)
+        services("up")
+        finish(replay)
+        assert_exact(env, [worker])
+    finally:
+        worker.stop()

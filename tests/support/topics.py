@@ -1,0 +1,36 @@
+"""Read whole output topics (milestones, dead letters) back from the real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from tests.support.services import KAFKA
+
+
+async def _read_all(topic: str) -> list[ConsumerRecord]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        if not tps:
+            return []
+        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[ConsumerRecord] = []
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            for recs in (await consumer.getmany(timeout_ms=1000)).values():
+                out.extend(recs)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def read_all(topic: str) -> list[ConsumerRecord]:
+    """Every record on `topic` now, from all partitions."""
+    return asyncio.run(_read_all(topic))
