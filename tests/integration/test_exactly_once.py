@@ -170,7 +170,7 @@ def test_redis_loses_its_last_writes() -> None:
     offsets went back, re-reads those records from Kafka and applies them again
     (dedupe sets went back too): exact report, milestones still once."""
     env = Env(recording_env(NAME))
-    prefix = f"presale:\\\\{{{env.vars['PRESALE_CAMPAIGN_ID']}\\\\}}:*"
+    prefix = f"presale:\\{{{env.vars['PRESALE_CAMPAIGN_ID']}\\}}:*"  # glob-escaped
     client = redis.Redis.from_url(REDIS)
     worker = Worker(env, "w").start()
     replay = env.background("replay", "--quiet", "--speed", PACED, str(FILE))

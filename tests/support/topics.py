@@ -23,9 +23,13 @@ async def _read_all(topic: str) -> list[ConsumerRecord]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         out: list[ConsumerRecord] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        behind = set(tps)
+        while behind:
             for recs in (await consumer.getmany(timeout_ms=1000)).values():
                 out.extend(recs)
+            for tp in list(behind):
+                if await consumer.position(tp) >= ends[tp]:
+                    behind.discard(tp)
         return out
     finally:
         await consumer.stop()

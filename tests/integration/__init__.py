@@ -1,0 +1,1 @@
+"""Integration tests: real `presale worker`s, the real Kafka broker and Redis."""
