@@ -101,7 +101,8 @@ def apply_plan(
     for field_name, tallies in (("clicks", plan.clicks), ("carts", plan.carts)):
         for tally in tallies:
             fresh = sum(_first_seen(state, ident, gen) for ident in tally.ids)
-            delta[tally.brand, tally.channel][field_name] += fresh
+            if fresh:  # an all-duplicate tally adds no channel entry
+                delta[tally.brand, tally.channel][field_name] += fresh
             new_events += fresh
             duplicates += len(tally.ids) - fresh
     for order in plan.orders:

@@ -90,12 +90,13 @@ def create_app(
     @app.page("/report")
     async def report(web: Any, request: Any) -> Any:
         top = request.query.get("top")
-        body = await store.report(top=int(top) if top and top.isdigit() else None)
-        try:
+        try:  # ends, then applied, then counters: see streams/cli.py:_report
             ends = await log_end_offsets(settings, INPUT_TOPICS)
-            body["consumer_lag"] = lag(ends, await store.applied_offsets(ends))
+            consumer_lag = lag(ends, await store.applied_offsets(ends))
         except PresaleError:
-            body["consumer_lag"] = None
+            consumer_lag = None
+        body = await store.report(top=int(top) if top and top.isdigit() else None)
+        body["consumer_lag"] = consumer_lag
         return web.json(body)
 
     @app.page("/health")

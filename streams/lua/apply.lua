@@ -83,8 +83,17 @@ local function counters(b, c)
   return d[3], k
 end
 
+-- Lua numbers are doubles, exact to 2^53: a batch's sum carries every 2^50 into
+-- name.."^" (in units of 2^50), so 20,000 orders of 10^12 fen stay exact.
+local CARRY = 2 ^ 50
 local function add(t, name, n)
-  t[name] = (t[name] or 0) + n
+  local v = (t[name] or 0) + n
+  if v >= CARRY or v <= -CARRY then
+    local hi = v >= 0 and math.floor(v / CARRY) or -math.floor(-v / CARRY)
+    t[name .. "^"] = (t[name .. "^"] or 0) + hi
+    v = v - hi * CARRY
+  end
+  t[name] = v
 end
 
 for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
@@ -165,17 +174,22 @@ for k, d in pairs(delta) do
   local ch = channels[d[2] + 1]
   local bkey = P .. "b:" .. brand
   local bckey = P .. "bc:" .. brand
-  for name, n in pairs(d[3]) do
-    if n ~= 0 then
-      local s = fmt(n)
-      redis.call("HINCRBY", bkey, name, s)
-      redis.call("HINCRBY", bckey, ch .. ":" .. name, s)
-      redis.call("HINCRBY", P .. "t", name, s)
-      redis.call("HINCRBY", P .. "ch", ch .. ":" .. name, s)
+  for name, lo in pairs(d[3]) do
+    if string.sub(name, -1) ~= "^" then
+      for _, n in ipairs({lo, (d[3][name .. "^"] or 0) * CARRY}) do
+        if n ~= 0 then
+          local s = fmt(n)
+          redis.call("HINCRBY", bkey, name, s)
+          redis.call("HINCRBY", bckey, ch .. ":" .. name, s)
+          redis.call("HINCRBY", P .. "t", name, s)
+          redis.call("HINCRBY", P .. "ch", ch .. ":" .. name, s)
+        end
+      end
     end
   end
   if d[3].gross_gmv_fen then
-    redis.call("ZINCRBY", rank, fmt(d[3].gross_gmv_fen), brand)
+    local gross = d[3].gross_gmv_fen + (d[3]["gross_gmv_fen^"] or 0) * CARRY
+    redis.call("ZINCRBY", rank, fmt(gross), brand)
   end
   local users = buyers[k]
   if users then
@@ -194,7 +208,9 @@ for b, s in pairs(steps) do
   local targets = plan.t[tostring(b)]
   if targets then
     table.sort(targets, function(p, q) return p[2] < q[2] end)
-    local after = tonumber(redis.call("HGET", P .. "b:" .. brand, "first_hour_gross_gmv_fen"))
+    -- A brand whose first-hour orders were all free has no such field yet.
+    local key = P .. "b:" .. brand
+    local after = tonumber(redis.call("HGET", key, "first_hour_gross_gmv_fen") or "0")
     local running = after
     for i = 1, #s do
       running = running - s[i][1]

@@ -1,0 +1,1 @@
+"""Benchmarks: throughput against peers, dedupe memory."""
