@@ -145,8 +145,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     rate = result.published / result.seconds if result.seconds else 0.0
     if result.interrupted:
         print(
-            f"replay interrupted: published {result.published:,} of "
-            f"{result.total:,} records",
+            f"replay interrupted: {result.published:,} of {result.total:,} records "
+            f"published (the first {result.published:,} in file order); "
+            f"{result.total - result.published:,} not sent",
             file=sys.stderr,
         )
         return 130

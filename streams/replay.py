@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ _IN_FLIGHT = 20_000
 
 @dataclass
 class ReplayResult:
-    published: int
+    published: int  # acknowledged by Kafka
     total: int
     seconds: float
     interrupted: bool
@@ -114,16 +115,23 @@ async def replay(
     bar = tqdm(
         total=total, unit="ev", unit_scale=True, disable=not progress, smoothing=0.1
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)  # Ctrl-C: stop cleanly
     interrupted = False
     try:
         for short, key, value in _records(paths):
+            if stop.is_set():
+                interrupted = True
+                break
             if pacer is not None:
                 delay = pacer.delay_s(_event_ms(value))
                 if delay > 0.002:
                     await asyncio.gather(*pending)
                     bar.update(len(pending))
                     pending.clear()
-                    await asyncio.sleep(delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=delay)
             pending.append(await producer.send(topics[short], value, key=key))
             published += 1
             if len(pending) >= _IN_FLIGHT:
@@ -133,12 +141,11 @@ async def replay(
         await asyncio.gather(*pending)
         bar.update(len(pending))
         pending.clear()
-    except asyncio.CancelledError:
-        interrupted = True
     except KafkaError as exc:
         msg = f"publishing to Kafka at {settings.kafka_bootstrap} failed: {exc}"
         raise KafkaUnavailable(msg) from exc
     finally:
+        loop.remove_signal_handler(signal.SIGINT)
         bar.close()
         with contextlib.suppress(TimeoutError, KafkaError):
             await asyncio.wait_for(producer.stop(), timeout=30)
