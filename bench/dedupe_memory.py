@@ -69,10 +69,14 @@ async def measure(n: int) -> None:
         per_million = 1_000_000 / n
         print(f"events applied           {n:,} unique clicks in {elapsed:.1f} s")
         print(f"dedupe sets              {dd_keys:,} keys, encodings {encodings}")
-        print(f"dedupe memory            {dd_bytes * per_million / 2**20:.1f} MiB per"
-              f" million events ({dd_bytes / n:.1f} bytes/event)")
-        print(f"counters, HLLs, rest     {other_bytes / 2**20:.1f} MiB"
-              " (grows with brands and channels, not with events)")
+        print(
+            f"dedupe memory            {dd_bytes * per_million / 2**20:.1f} MiB per"
+            f" million events ({dd_bytes / n:.1f} bytes/event)"
+        )
+        print(
+            f"counters, HLLs, rest     {other_bytes / 2**20:.1f} MiB"
+            " (grows with brands and channels, not with events)"
+        )
     finally:
         await store.reset()
         await store.close()

@@ -12,7 +12,9 @@ from tests.support.services import STREAMS, Env, recording_env, workers
 
 pytestmark = pytest.mark.integration
 
-RECORDINGS = sorted(p.name.removesuffix(".jsonl.gz") for p in STREAMS.glob("*.jsonl.gz"))
+RECORDINGS = sorted(
+    p.name.removesuffix(".jsonl.gz") for p in STREAMS.glob("*.jsonl.gz")
+)
 
 
 @pytest.mark.parametrize("name", RECORDINGS)
