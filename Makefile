@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CODE := processors streams seeds tests deploy/local bench
 
-.PHONY: install services services-down demo test lint unit
+.PHONY: install services services-down demo test lint unit chaos
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,7 @@ unit: install
 # The whole suite: lint, types, unit, integration and replay tests on real services.
 test: install services lint
 	$(BIN)/python -m pytest -q
+
+# The fault-injection tests with more faults: 20 kills instead of 5.
+chaos: install services
+	PRESALE_CHAOS_KILLS=20 $(BIN)/python -m pytest -q tests/integration/test_exactly_once.py
