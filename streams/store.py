@@ -50,14 +50,8 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "o": [[tp, before, last] for tp, (before, last) in plan.offsets.items()],
             "b": plan.brands,
             "n": CHANNELS,
-            "c": [
-                [t.brand, t.channel, [[i.shard, i.member] for i in t.ids]]
-                for t in plan.clicks
-            ],
-            "k": [
-                [t.brand, t.channel, [[i.shard, i.member] for i in t.ids]]
-                for t in plan.carts
-            ],
+            "c": [[t.brand, t.channel, t.shards, t.members] for t in plan.clicks],
+            "k": [[t.brand, t.channel, t.shards, t.members] for t in plan.carts],
             "r": [
                 [
                     o.brand,

@@ -99,14 +99,16 @@ end
 for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
   local name = spec[2]
   for _, tally in ipairs(spec[1]) do
+    -- {brand, channel, shards, members}: two parallel lists of ids
     local fresh = 0
-    for _, id in ipairs(tally[3]) do
-      if first_seen(id[1], id[2]) then
+    local shards, members = tally[3], tally[4]
+    for i = 1, #shards do
+      if first_seen(shards[i], members[i]) then
         fresh = fresh + 1
       end
     end
     new_events = new_events + fresh
-    duplicates = duplicates + #tally[3] - fresh
+    duplicates = duplicates + #shards - fresh
     if fresh > 0 then
       add(counters(tally[1], tally[2]), name, fresh)
     end
