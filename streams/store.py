@@ -158,49 +158,61 @@ class RedisStore:
         return Applied(milestones, int(result[1]), int(result[2]))
 
     async def report(self, top: int | None = None) -> dict[str, Any]:
+        # Brands and totals are sums of brand x channel and channel counters;
+        # buyers are unions of HyperLogLogs (PFCOUNT over several keys).
         p, c = self.prefix, self.client
         async with c.pipeline(transaction=False) as pipe:
-            pipe.zrevrange(p + "rank", 0, -1, withscores=True)
-            pipe.hgetall(p + "t")
+            pipe.smembers(p + "brands")
+            pipe.zrange(p + "rank", 0, -1, withscores=True)
             pipe.hgetall(p + "ch")
-            pipe.pfcount(p + "u:t")
+            pipe.pfcount(*(p + "u:ch:" + channel for channel in CHANNELS))
             for channel in CHANNELS:
                 pipe.pfcount(p + "u:ch:" + channel)
             pipe.hgetall(p + "ms")
             pipe.hgetall(p + "dl")
             pipe.hgetall(p + "meta")
             head = await pipe.execute()
-        ranked, totals_raw, channels_raw, buyers_total = head[:4]
+        members, ranked, channels_raw, buyers_total = head[:4]
         channel_buyers = dict(zip(CHANNELS, head[4 : 4 + len(CHANNELS)], strict=True))
         milestones_raw, dead_raw, meta_raw = head[4 + len(CHANNELS) :]
-        order = sorted(((-int(s), m.decode()) for m, s in ranked))
-        brand_ids = [b for _s, b in order][: top if top is not None else None]
+        gross = {m.decode(): s for m, s in ranked}
+        names = {m.decode() for m in members} | set(gross)
+        order = sorted(names, key=lambda b: (-gross.get(b, 0.0), b))
 
         async with c.pipeline(transaction=False) as pipe:
-            for b in brand_ids:
-                pipe.hgetall(p + "b:" + b)
+            for b in order:
                 pipe.hgetall(p + "bc:" + b)
-                pipe.pfcount(p + "u:b:" + b)
             details = await pipe.execute()
         rows: list[BrandRow] = []
-        for i, b in enumerate(brand_ids):
-            counters = _int_map(details[3 * i])
-            by_channel = _split_channels(_int_map(details[3 * i + 1]))
-            rows.append(BrandRow(b, counters, details[3 * i + 2], by_channel, {}))
+        for b, raw in zip(order, details, strict=True):
+            by_channel = _split_channels(_int_map(raw))
+            counters = {
+                name: sum(ch[name] for ch in by_channel.values()) for name in COUNTERS
+            }
+            rows.append(BrandRow(b, counters, 0, by_channel, {}))
+        # The rank's scores are doubles: order by the exact sums.
+        rows.sort(key=lambda r: (-r.counters["gross_gmv_fen"], r.brand_id))
+        rows = rows[: top if top is not None else None]
         async with c.pipeline(transaction=False) as pipe:
             for row in rows:
-                for channel in row.by_channel:
-                    pipe.pfcount(f"{p}u:bc:{row.brand_id}:{channel}")
+                keys = [f"{p}u:bc:{row.brand_id}:{ch}" for ch in row.by_channel]
+                if keys:
+                    pipe.pfcount(*keys)  # the union: the brand's distinct buyers
+                    for key in keys:
+                        pipe.pfcount(key)
             counts = iter(await pipe.execute())
         for row in rows:
-            for channel in row.by_channel:
-                row.channel_buyers[channel] = next(counts)
+            if row.by_channel:
+                row.buyers = next(counts)
+                for channel in row.by_channel:
+                    row.channel_buyers[channel] = next(counts)
 
         channels = _split_channels(_int_map(channels_raw))
+        totals = {name: sum(ch[name] for ch in channels.values()) for name in COUNTERS}
         meta = _int_map(meta_raw)
         return shape_report(
             rules=self.rules,
-            totals=_int_map(totals_raw),
+            totals=totals,
             buyers=buyers_total,
             channels=channels,
             channel_buyers={ch: channel_buyers[ch] for ch in channels},

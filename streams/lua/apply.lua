@@ -167,39 +167,80 @@ local function pfadd(key, users)
   end
 end
 
-local rank = P .. "rank"
-for i = 1, #brands do
-  redis.call("ZINCRBY", rank, 0, brands[i])
+-- Only brand x channel is stored per brand: a brand's counters are the sum of
+-- its channels and its buyers the union of its channels' HyperLogLogs (one
+-- PFCOUNT over several keys), read when the report is built. Channel totals are
+-- summed here first, so each (channel, counter) is written once per batch.
+for i = 1, #brands, 1000 do
+  redis.call("SADD", P .. "brands", unpack(brands, i, math.min(i + 999, #brands)))
 end
+local per_channel = {}    -- channel -> counters (with carries)
+local channel_users = {}  -- channel -> list of user ids
+local gross_by_brand = {} -- brand index -> gross delta
+local after_fh = {}       -- brand index -> first-hour gross after this batch
 for k, d in pairs(delta) do
   local brand = brands[d[1] + 1]
   local ch = channels[d[2] + 1]
-  local bkey = P .. "b:" .. brand
   local bckey = P .. "bc:" .. brand
+  local totals = per_channel[ch]
+  if not totals then
+    totals = {}
+    per_channel[ch] = totals
+  end
   for name, lo in pairs(d[3]) do
     if string.sub(name, -1) ~= "^" then
-      for _, n in ipairs({lo, (d[3][name .. "^"] or 0) * CARRY}) do
+      local hi = d[3][name .. "^"] or 0
+      add(totals, name, lo)
+      if hi ~= 0 then
+        totals[name .. "^"] = (totals[name .. "^"] or 0) + hi
+      end
+      for _, n in ipairs({lo, hi * CARRY}) do
         if n ~= 0 then
-          local s = fmt(n)
-          redis.call("HINCRBY", bkey, name, s)
-          redis.call("HINCRBY", bckey, ch .. ":" .. name, s)
-          redis.call("HINCRBY", P .. "t", name, s)
-          redis.call("HINCRBY", P .. "ch", ch .. ":" .. name, s)
+          redis.call("HINCRBY", bckey, ch .. ":" .. name, fmt(n))
         end
       end
     end
   end
   if d[3].gross_gmv_fen then
-    local gross = d[3].gross_gmv_fen + (d[3]["gross_gmv_fen^"] or 0) * CARRY
-    redis.call("ZINCRBY", rank, fmt(gross), brand)
+    local g = d[3].gross_gmv_fen + (d[3]["gross_gmv_fen^"] or 0) * CARRY
+    gross_by_brand[d[1]] = (gross_by_brand[d[1]] or 0) + g
   end
   local users = buyers[k]
   if users then
-    pfadd(P .. "u:b:" .. brand, users)
     pfadd(P .. "u:bc:" .. brand .. ":" .. ch, users)
-    pfadd(P .. "u:t", users)
-    pfadd(P .. "u:ch:" .. ch, users)
+    local all = channel_users[ch]
+    if not all then
+      all = {}
+      channel_users[ch] = all
+    end
+    for i = 1, #users do
+      all[#all + 1] = users[i]
+    end
   end
+end
+for ch, totals in pairs(per_channel) do
+  for name, lo in pairs(totals) do
+    if string.sub(name, -1) ~= "^" then
+      for _, n in ipairs({lo, (totals[name .. "^"] or 0) * CARRY}) do
+        if n ~= 0 then
+          redis.call("HINCRBY", P .. "ch", ch .. ":" .. name, fmt(n))
+        end
+      end
+    end
+  end
+end
+for ch, users in pairs(channel_users) do
+  pfadd(P .. "u:ch:" .. ch, users)
+end
+for b, g in pairs(gross_by_brand) do
+  redis.call("ZINCRBY", P .. "rank", fmt(g), brands[b + 1])
+end
+for b, s in pairs(steps) do
+  local fh = 0
+  for i = 1, #s do
+    fh = fh + s[i][1]
+  end
+  after_fh[b] = tonumber(redis.call("ZINCRBY", P .. "fh", fmt(fh), brands[b + 1]))
 end
 
 -- 5. Milestones: decided here, so no two workers can both emit one.
@@ -210,10 +251,7 @@ for b, s in pairs(steps) do
   local targets = plan.t[tostring(b)]
   if targets then
     table.sort(targets, function(p, q) return p[2] < q[2] end)
-    -- A brand whose first-hour orders were all free has no such field yet.
-    local key = P .. "b:" .. brand
-    local after = tonumber(redis.call("HGET", key, "first_hour_gross_gmv_fen") or "0")
-    local running = after
+    local running = after_fh[b]
     for i = 1, #s do
       running = running - s[i][1]
     end

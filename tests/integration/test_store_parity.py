@@ -9,7 +9,6 @@ same milestones (crossed_at_ms and detected_at_ms included) and the same offsets
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import random
 import uuid
@@ -111,7 +110,7 @@ def noisy_stream(seed: int, n_events: int) -> list[Record]:
         elif roll < 0.04:
             arrive(at_ms + rng.randrange(600_000, 2_400_000), event)
         if kind == "order" and rng.random() < 0.02:
-            resent = dataclasses.replace(event, event_id=f"r{seed}-{i}")
+            resent = event._replace(event_id=f"r{seed}-{i}")
             arrive(at_ms + rng.randrange(1_000, 180_000), resent)
         if rng.random() < 0.02:
             reason = rng.choice(REASONS)
@@ -150,7 +149,7 @@ def noisy_stream(seed: int, n_events: int) -> list[Record]:
             again = (
                 cancel
                 if rng.random() < 0.5
-                else dataclasses.replace(cancel, event_id=f"y{seed}-{j}")
+                else cancel._replace(event_id=f"y{seed}-{j}")
             )
             arrive(at_ms + rng.randrange(1_000, 120_000), again)
 
