@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -141,6 +142,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     asyncio.run(preflight(settings))
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # Faust makes one level
     app, runtime = create_app(settings)
+    # A batch makes about 10 objects per record, nearly all freed by reference
+    # counting; the default gen-0 threshold (700) ran the cyclic collector every
+    # few dozen records and cost about 30% of decode and plan time, measured.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     start_http_server(
         settings.metrics_port, addr=settings.web_host, registry=runtime.metrics.registry
     )
