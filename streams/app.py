@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from prometheus_client import start_http_server
 
 from processors.events import INPUT_TOPICS
 from streams.batching import BatchApp
-from streams.errors import PresaleError
+from streams.errors import PresaleError, SettingsError
 from streams.kafka import ensure_topics, lag, log_end_offsets, producer
 from streams.metrics import Metrics
 from streams.outbox import OutboxPublisher
@@ -137,8 +138,19 @@ async def preflight(settings: Settings) -> None:
     await ensure_topics(settings)
 
 
+def _port_free(host: str, port: int, variable: str) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            msg = f"cannot listen on {host}:{port} ({exc.strerror}): set {variable}"
+            raise SettingsError(msg) from exc
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Run the worker until it is stopped (SIGINT/SIGTERM)."""
+    _port_free(settings.web_host, settings.web_port, "PRESALE_WEB_PORT")
+    _port_free(settings.web_host, settings.metrics_port, "PRESALE_METRICS_PORT")
     asyncio.run(preflight(settings))
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # Faust makes one level
     app, runtime = create_app(settings)
