@@ -140,6 +140,8 @@ async def preflight(settings: Settings) -> None:
 
 def _port_free(host: str, port: int, variable: str) -> None:
     with socket.socket() as s:
+        # As the servers do: a port left in TIME_WAIT by closed clients is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
