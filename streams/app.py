@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import socket
@@ -50,6 +51,8 @@ class Runtime:
         self.tasks.append(asyncio.ensure_future(publisher.run()))
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):  # the step is atomic either way
+            await asyncio.wait_for(self.pipeline.flush(), timeout=10)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -86,6 +89,7 @@ def create_app(
     app.batch_topics = frozenset(settings.topic(t) for t in INPUT_TOPICS)
     app.batch_handler = pipeline.on_batch
     app.offset_loader = pipeline.load_offsets
+    app.batch_flush = pipeline.flush
     app.batch_startup = runtime.start
     app.batch_shutdown = runtime.stop
 

@@ -81,7 +81,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         async with self.batch_lock:  # a batch in flight finishes first
+            if self.batch_app.batch_flush is not None:
+                # A re-read it asks for is moot: perform_seek() follows, from Redis.
+                await self.batch_app.batch_flush()
             await super().on_partitions_revoked(revoked)
+
+    async def _seek_owned(self, offsets: Mapping[TP, int]) -> None:
+        owned = self.assignment()
+        await self.seek_wait({tp: o for tp, o in offsets.items() if tp in owned})
 
     async def _drain_messages(self, fetcher: Any) -> None:  # consumer.py:1170
         app = self.batch_app
@@ -90,8 +97,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
         try:
             while not (stopped() or fetcher_stopped()):
-                records, active = await self._wait_next_records(1.0)
+                records, active = await self._wait_next_records(0.2)
                 if not records or self.should_stop:
+                    if app.batch_flush is not None:  # idle: settle the last step
+                        async with self.batch_lock:
+                            reseek = await app.batch_flush()
+                        if reseek:
+                            await self._seek_owned(reseek)
                     continue
                 batch = {
                     tp: recs
@@ -105,10 +117,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         continue  # rebalancing: perform_seek() rewinds afterwards
                     reseek = await handler(batch)
                 if reseek:
-                    owned = self.assignment()
-                    await self.seek_wait(
-                        {tp: o for tp, o in reseek.items() if tp in owned}
-                    )
+                    await self._seek_owned(reseek)
                 await asyncio.sleep(0)  # let the web server and rebalances run
         except self.consumer_stopped_errors:
             if not app.should_stop:
@@ -128,6 +137,8 @@ class BatchApp(faust.App):
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
     offset_loader: OffsetLoader | None = None
+    # Settles the handler's step in flight: when idle, before a rebalance.
+    batch_flush: Callable[[], Awaitable[Mapping[TP, int] | None]] | None = None
     # Run inside the worker's loop before the first fetch, and after the last.
     batch_startup: Callable[[], Awaitable[None]] | None = None
     batch_shutdown: Callable[[], Awaitable[None]] | None = None

@@ -7,6 +7,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -16,9 +17,9 @@ from redis.exceptions import BusyLoadingError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors.counting import Record, plan_batch
+from processors.counting import Plan, Record, plan_batch
 from processors.events import Event, Rejection
-from processors.state import Applied
+from processors.state import Applied, Stale
 from streams.codecs import dead_letter, decode
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -48,6 +49,17 @@ def _kind(exc: BaseException) -> str:
 _MAX_ATTEMPTS = 8
 
 
+@dataclass
+class _Inflight:
+    """A batch whose atomic step was sent to the store and not yet settled."""
+
+    batch: Mapping[TP, list[ConsumerRecord]]
+    records: list[Record]
+    plan: Plan
+    started: float
+    task: asyncio.Future[Applied | Stale]
+
+
 class Pipeline:
     """The worker's batch handler and offset loader, over one store."""
 
@@ -65,8 +77,11 @@ class Pipeline:
         self.metrics = metrics
         self.prefix = settings.topic_prefix + "."
         self.deadletter_topic = settings.topic("deadletter")
-        # "short:partition" -> last offset this worker knows is applied.
+        # "short:partition" -> last offset applied, counting the step in flight,
+        # and the last one the store confirmed.
         self.applied: dict[str, int] = {}
+        self.confirmed: dict[str, int] = {}
+        self.inflight: _Inflight | None = None
         self.latest_event_ms = 0
 
     def name(self, tp: TP) -> str:
@@ -84,6 +99,7 @@ class Pipeline:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
         self.applied.update(stored)
+        self.confirmed.update(stored)
         return {tp: stored[self.name(tp)] + 1 for tp in tps}
 
     def decode(self, batch: Mapping[TP, list[ConsumerRecord]]) -> list[Record]:
@@ -139,6 +155,11 @@ class Pipeline:
     ) -> dict[TP, int] | None:
         """Apply one fetched batch exactly once; returns partitions to re-read.
 
+        The batch's atomic step is sent to Redis and left running: the next
+        batch is decoded and planned while Redis applies this one (the two run
+        on different cores), and its outcome is settled before the next step is
+        sent, or by `flush()` when no batch follows.
+
         Redis or Kafka going away (a restart, a network blip) never kills the
         worker: the batch is retried until they are back. Retrying is safe: the
         atomic step refuses a plan whose offsets already moved, so a step that
@@ -147,46 +168,114 @@ class Pipeline:
         delay_s = 0.1
         while True:
             try:
-                return await self._apply_batch(batch)
+                return await self._next_batch(batch)
             except TRANSIENT as exc:
                 self.metrics.retries.labels(_kind(exc)).inc()
                 log.warning("batch failed (%r); retrying in %.1f s", exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
 
-    async def _apply_batch(
+    async def flush(self) -> dict[TP, int] | None:
+        """Settle the step in flight (when idle, before a rebalance, at stop)."""
+        delay_s = 0.1
+        while True:
+            try:
+                return await self._settle()
+            except TRANSIENT as exc:
+                self.metrics.retries.labels(_kind(exc)).inc()
+                log.warning("settling failed (%r); retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+
+    async def _next_batch(
         self, batch: Mapping[TP, list[ConsumerRecord]]
     ) -> dict[TP, int] | None:
         started = time.perf_counter()
         records = self.decode(batch)
-        await self.send_dead_letters(batch, records)
-        for _attempt in range(_MAX_ATTEMPTS):
+        # Planned on the offsets the step in flight will leave (optimistic)...
+        plan = plan_batch(records, self.rules, self.applied)
+        reseek = await self._settle()
+        if reseek is not None:
+            # The store went back: everything past its offsets is read again.
+            fresh = await self.store.applied_offsets(self.name(tp) for tp in batch)
+            reseek.update({tp: fresh[self.name(tp)] + 1 for tp in batch})
+            return reseek
+        if any(  # ...and planned again if that step was refused and redone.
+            self.applied.get(n, -1) != before for n, (before, _) in plan.offsets.items()
+        ):
             plan = plan_batch(records, self.rules, self.applied)
-            if plan.empty:
-                return None
-            t0 = time.perf_counter()
-            result = await self.store.apply(plan, int(time.time() * 1000))
-            self.metrics.redis_seconds.observe(time.perf_counter() - t0)
-            if isinstance(result, Applied):
-                for name, (_before, last) in plan.offsets.items():
-                    self.applied[name] = last
-                self.record(plan.rejected, plan.out_of_window, plan.max_ts_ms, result)
-                self.count_inputs(records, plan.offsets)
-                self.metrics.batch_records.observe(len(records))
-                self.metrics.batch_seconds.observe(time.perf_counter() - started)
-                return None
+        await self.send_dead_letters(batch, records)
+        if plan.empty:
+            return None
+        for name, (_before, last) in plan.offsets.items():
+            self.applied[name] = last
+        self.inflight = _Inflight(
+            batch, records, plan, started, asyncio.ensure_future(self._apply(plan))
+        )
+        return None
+
+    async def _apply(self, plan: Plan) -> Applied | Stale:
+        t0 = time.perf_counter()
+        result = await self.store.apply(plan, int(time.time() * 1000))
+        self.metrics.redis_seconds.observe(time.perf_counter() - t0)
+        return result
+
+    async def _settle(self) -> dict[TP, int] | None:
+        """Wait for the step in flight; redo its batch if the store refused it."""
+        inflight, self.inflight = self.inflight, None
+        if inflight is None:
+            return None
+        try:
+            result: Applied | Stale | None = await inflight.task
+        except TRANSIENT as exc:  # unknown whether it ran: the offsets will say
+            log.warning("step in flight failed (%r); checking the store", exc)
+            result = None
+        if isinstance(result, Applied):
+            self.applied_ok(inflight.records, inflight.plan, result, inflight.started)
+            return None
+        if isinstance(result, Stale):
             self.metrics.stale_plans.inc()
-            names = {self.name(tp): tp for tp in batch}
+        return await self._redo(inflight.batch, inflight.records, inflight.started)
+
+    async def _redo(
+        self,
+        batch: Mapping[TP, list[ConsumerRecord]],
+        records: list[Record],
+        started: float,
+    ) -> dict[TP, int] | None:
+        """Apply a refused batch on the store's own offsets, one step at a time."""
+        names = {self.name(tp): tp for tp in batch}
+        for _attempt in range(_MAX_ATTEMPTS):
             fresh = await self.store.applied_offsets(names)
-            went_back = [n for n, off in fresh.items() if off < self.applied.get(n, -1)]
+            went_back = [n for n, o in fresh.items() if o < self.confirmed.get(n, -1)]
             self.applied.update(fresh)
             if went_back:
                 # The store lost writes we had applied (Redis restarted without its
                 # last second): read those partitions again from what it still has.
                 log.warning("store offsets went back for %s; re-reading", went_back)
                 return {tp: fresh[n] + 1 for n, tp in names.items()}
+            plan = plan_batch(records, self.rules, self.applied)
+            if plan.empty:
+                return None
+            result = await self._apply(plan)
+            if isinstance(result, Applied):
+                for name, (_before, last) in plan.offsets.items():
+                    self.applied[name] = last
+                self.applied_ok(records, plan, result, started)
+                return None
+            self.metrics.stale_plans.inc()
         log.warning("batch still stale after %d attempts; re-reading it", _MAX_ATTEMPTS)
         return {tp: self.applied.get(self.name(tp), -1) + 1 for tp in batch}
+
+    def applied_ok(
+        self, records: list[Record], plan: Plan, result: Applied, started: float
+    ) -> None:
+        for name, (_before, last) in plan.offsets.items():
+            self.confirmed[name] = last
+        self.record(plan.rejected, plan.out_of_window, plan.max_ts_ms, result)
+        self.count_inputs(records, plan.offsets)
+        self.metrics.batch_records.observe(len(records))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def record(
         self,

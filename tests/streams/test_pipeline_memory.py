@@ -78,7 +78,15 @@ def clicks(offsets: range) -> list[ConsumerRecord[bytes, bytes]]:
 
 
 def run(pipeline: Pipeline, batch: Batch) -> dict[TP, int] | None:
-    return asyncio.run(pipeline.on_batch(batch))
+    """on_batch, then flush: the batch's step is settled, as when the worker
+    goes idle; a re-read asked by either is returned."""
+
+    async def go() -> dict[TP, int] | None:
+        reseek = await pipeline.on_batch(batch)
+        settled = await pipeline.flush()
+        return reseek or settled
+
+    return asyncio.run(go())
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
