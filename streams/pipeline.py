@@ -58,6 +58,7 @@ class _Inflight:
     plan: Plan
     started: float
     task: asyncio.Future[Applied | Stale]
+    refused: bool = False
 
 
 class Pipeline:
@@ -222,7 +223,9 @@ class Pipeline:
 
     async def _settle(self) -> dict[TP, int] | None:
         """Wait for the step in flight; redo its batch if the store refused it."""
-        inflight, self.inflight = self.inflight, None
+        # The step stays in flight until settled: if settling fails (Redis
+        # away), the next try settles it again, so its records are never lost.
+        inflight = self.inflight
         if inflight is None:
             return None
         try:
@@ -231,11 +234,15 @@ class Pipeline:
             log.warning("step in flight failed (%r); checking the store", exc)
             result = None
         if isinstance(result, Applied):
+            self.inflight = None
             self.applied_ok(inflight.records, inflight.plan, result, inflight.started)
             return None
-        if isinstance(result, Stale):
+        if isinstance(result, Stale) and not inflight.refused:
+            inflight.refused = True
             self.metrics.stale_plans.inc()
-        return await self._redo(inflight.batch, inflight.records, inflight.started)
+        reseek = await self._redo(inflight.batch, inflight.records, inflight.started)
+        self.inflight = None
+        return reseek
 
     async def _redo(
         self,
