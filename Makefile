@@ -44,3 +44,18 @@ test: install services lint
 # The fault-injection tests with more faults: 20 kills instead of 5.
 chaos: install services
 	PRESALE_CHAOS_KILLS=20 $(BIN)/python -m pytest -q tests/integration/test_exactly_once.py
+
+# The throughput benchmark of issue 5: presale's worker against three peers on a
+# 2M-event workload, freshness, 2 workers vs 1 (docs/performance.md; ~12 min).
+bench: $(BIN)/.bench-installed services
+	$(BIN)/python -m bench.run
+
+# One worker over a 10M-event soak: does its RSS stay flat within 10%?
+bench-soak: $(BIN)/.bench-installed services
+	$(BIN)/python -m bench.soak
+
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+.PHONY: bench bench-soak
