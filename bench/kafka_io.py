@@ -66,12 +66,13 @@ async def create_topics(prefix: str, outputs: bool = True) -> None:
         await consumer.stop()
 
 
-async def delete_topics(prefix: str) -> None:
-    """Every topic named `<prefix>.*` (the run's disk goes with it)."""
+async def delete_topics(prefix: str, separator: str = ".") -> None:
+    """Every topic named `<prefix><separator>*` (the run's disk goes with it)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     try:
-        mine = [t for t in await admin.list_topics() if t.startswith(prefix + ".")]
+        start = prefix + separator
+        mine = [t for t in await admin.list_topics() if t.startswith(start)]
         if mine:
             with contextlib.suppress(UnknownTopicOrPartitionError):
                 await admin.delete_topics(mine)

@@ -67,6 +67,7 @@ class SystemResult:
     load_rate: float
     runs: list[Measurement] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
+    details: list[dict[str, float]] = field(default_factory=list)
     note: str = ""
 
     @property
@@ -191,6 +192,7 @@ async def bench_system(
         print_run(key, i, r)
         result.runs.append(r.measurement)
         result.checks.append(r.check)
+        result.details.append(r.details)
     return result
 
 
@@ -400,6 +402,24 @@ async def run_bench(args: argparse.Namespace) -> int:
                 ).strip()
     print_table(dict(sorted(results.items())))
     ratios = print_summary(results, fresh) if "d" in results else {}
+    split = _median_details(results["d"].details) if "d" in results else {}
+    if split:
+        print("\nwhere d's wall time goes (medians of its runs):")
+        print(
+            f"  worker process on CPU        {split['worker_cpu_share']:6.1%} "
+            "(decode, plan, encode, aiokafka, Faust)"
+        )
+        if "roundtrip_share" in split:
+            print(
+                f"  worker waiting for Redis     {split['roundtrip_share']:6.1%} "
+                "(the atomic step's round trips)"
+            )
+        print(
+            f"  Lua step running in Redis    {split['lua_share']:6.1%} "
+            f"({split['lua_us_per_event']:.1f} us an event, Redis's commandstats)"
+        )
+        if "records_per_batch" in split:
+            print(f"  records per batch            {split['records_per_batch']:,.0f}")
     if profile_file.exists():
         print("\nwhere d's worker CPU goes (py-spy, share of samples):")
         for stage, share in profiling.shares(profiling.categorize(profile_file)):
@@ -411,6 +431,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         "workload_records": want.records,
         "systems": {k: _system_json(r) for k, r in results.items()},
         "ratios": ratios,
+        "d_wall_time": split,
         "freshness": asdict(fresh) if fresh else None,
         "profile": (
             profiling.shares(profiling.categorize(profile_file))
@@ -425,6 +446,11 @@ async def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _median_details(details: list[dict[str, float]]) -> dict[str, float]:
+    keys = set.intersection(*(set(d) for d in details)) if details else set()
+    return {k: statistics.median(d[k] for d in details) for k in keys}
+
+
 def _system_json(r: SystemResult) -> dict[str, Any]:
     return {
         "records_loaded": r.records_loaded,
@@ -432,6 +458,7 @@ def _system_json(r: SystemResult) -> dict[str, Any]:
         "median_rate": r.rate,
         "runs": [asdict(m) for m in r.runs],
         "checks": r.checks,
+        "details": r.details,
         "note": r.note,
     }
 
@@ -440,6 +467,7 @@ def _system_from_json(raw: dict[str, Any]) -> SystemResult:
     result = SystemResult("", raw["records_loaded"], raw["load_rate"])
     result.runs = [Measurement(**m) for m in raw["runs"]]
     result.checks = raw["checks"]
+    result.details = raw.get("details", [])
     result.note = raw["note"]
     return result
 

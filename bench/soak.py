@@ -123,6 +123,13 @@ async def soak(records: int) -> int:
         f"{low / 2**20:.1f}-{high / 2**20:.1f} MiB after, final "
         f"{warm[-1].rss_bytes / 2**20:.1f} MiB"
     )
+    half = next(s for s in warm if s.applied >= loaded.records / 2)
+    late = warm[-1].rss_bytes / half.rss_bytes - 1
+    print(
+        f"second half: {half.rss_bytes / 2**20:.1f} MiB at 50% of the records, "
+        f"{warm[-1].rss_bytes / 2**20:.1f} MiB at the end ({late:+.1%}): a step "
+        "once, or steady growth (a leak), shows here"
+    )
     verdict = "FLAT" if flat else "NOT flat"
     print(f"RSS stays within {FLAT_WITHIN:.0%}: {verdict} (largest drift {drift:.1%})")
     return 0 if flat and check == "ok" else 1

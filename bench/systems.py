@@ -18,14 +18,15 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.kafka_io import BOOTSTRAP
+from bench.kafka_io import BOOTSTRAP, delete_topics
 from bench.measure import Measurement, Processes, RunFailed, run_until_done
 from bench.peer_counts import (
     DEAD_LETTER,
@@ -46,6 +47,8 @@ PYTHON = sys.executable
 class RunResult:
     measurement: Measurement
     check: str  # "ok", or what differs from the reference
+    # d only: where its wall time went (see `wall_time_split`)
+    details: dict[str, float] = field(default_factory=dict)
 
 
 def free_port() -> int:
@@ -181,6 +184,8 @@ async def run_peer(
     finally:
         await procs.stop([proc])
         await delete_keys(client, keys.p)
+        if system == "naive":  # Faust's own leader topic of the app
+            await delete_topics(f"bench-naive-{run}", "-")
     return RunResult(m, check)
 
 
@@ -199,11 +204,11 @@ def presale_env(topic_prefix: str, campaign: str, **extra: str) -> dict[str, str
 
 
 def start_worker(
-    procs: Processes, env: dict[str, str], name: str
+    procs: Processes, env: dict[str, str], name: str, metrics_port: int = 0
 ) -> subprocess.Popen[bytes]:
     worker_env = dict(env)
     worker_env["PRESALE_WEB_PORT"] = str(free_port())
-    worker_env["PRESALE_METRICS_PORT"] = str(free_port())
+    worker_env["PRESALE_METRICS_PORT"] = str(metrics_port or free_port())
     worker_env["PRESALE_DATA_DIR"] = env["PRESALE_DATA_DIR"] + "-" + name
     argv = [PYTHON, "-m", "streams.cli", "worker", "--loglevel", "warning"]
     return procs.start(name, argv, worker_env)
@@ -253,6 +258,58 @@ async def presale_check(env: dict[str, str], want: Totals) -> str:
     return "ok" if not problems else "; ".join(problems)
 
 
+def _metric_sums(text: str) -> dict[str, float]:
+    """`<name>_sum` and `<name>_count` samples of a Prometheus text page."""
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.endswith(("_sum", "_count")) and "{" not in name:
+            sums[name] = float(value)
+    return sums
+
+
+async def worker_metrics(port: int) -> dict[str, float]:
+    def get() -> str:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    try:
+        return _metric_sums(await asyncio.to_thread(get))
+    except OSError:
+        return {}
+
+
+async def lua_usec(client: aioredis.Redis) -> tuple[int, int]:
+    """Redis's own count and microseconds of EVALSHA calls so far (all clients)."""
+    stats = await client.info("commandstats")
+    entry = stats.get("cmdstat_evalsha") or {}
+    return int(entry.get("calls", 0)), int(entry.get("usec", 0))
+
+
+def wall_time_split(
+    m: Measurement,
+    metrics: dict[str, float],
+    lua: tuple[int, int],
+) -> dict[str, float]:
+    """Shares of d's timed wall clock: the worker's CPU, the Lua step inside
+    Redis, and the Redis round trip as the worker waits for it; and sizes."""
+    details = {
+        "worker_cpu_share": m.cpu_s / m.seconds,
+        "lua_share": lua[1] / 1e6 / m.seconds,
+        "lua_us_per_event": lua[1] / m.records,
+        "lua_calls": float(lua[0]),
+    }
+    roundtrip = metrics.get("presale_redis_roundtrip_seconds_sum")
+    if roundtrip is not None:
+        details["roundtrip_share"] = roundtrip / m.seconds
+    batches = metrics.get("presale_batch_records_count")
+    records = metrics.get("presale_batch_records_sum")
+    if batches and records:
+        details["records_per_batch"] = records / batches
+    return details
+
+
 class GroupReady:
     """True once the campaign's consumer group is Stable with `members` members."""
 
@@ -290,7 +347,12 @@ async def run_presale(
     the clock starts once their group is Stable with all of them in it."""
     campaign = f"bench-{run}"
     env = presale_env(topic_prefix, campaign)
-    started = [start_worker(procs, env, f"d-{run}-{i}") for i in range(workers)]
+    metrics_port = free_port()
+    started = [
+        start_worker(procs, env, f"d-{run}-{i}", metrics_port if i == 0 else 0)
+        for i in range(workers)
+    ]
+    lua_before = await lua_usec(client)
     ready = GroupReady(f"presale-{campaign}", workers) if workers > 1 else None
     spy: list[subprocess.Popen[bytes]] = []
 
@@ -325,6 +387,8 @@ async def run_presale(
             ready=ready,
             on_start=start_profiler,
         )
+        lua_after = await lua_usec(client)
+        metrics = await worker_metrics(metrics_port)
         for proc in spy:  # py-spy writes its file on SIGINT
             proc.send_signal(signal.SIGINT)
             await asyncio.to_thread(proc.wait, 30)
@@ -334,4 +398,6 @@ async def run_presale(
             await ready.close()
         await procs.stop([*spy, *started])
         await delete_keys(client, f"presale:{{{campaign}}}:")
-    return RunResult(m, check)
+    lua = (lua_after[0] - lua_before[0], lua_after[1] - lua_before[1])
+    details = wall_time_split(m, metrics, lua) if workers == 1 else {}
+    return RunResult(m, check, details)
