@@ -120,15 +120,12 @@ class Pipeline:
         """Publish the batch's rejected records and wait until Kafka has them."""
         if self.producer is None:
             return
-        raw = {
-            (self.name(tp), r.offset): (tp, r)
-            for tp, recs in batch.items()
-            for r in recs
-        }
+        # `records` is `decode(batch)`: the same records in the same order, so
+        # they pair up without indexing the whole batch (rejections are ~0.5%).
+        originals = ((tp, r) for tp, recs in batch.items() for r in recs)
         futures = []
-        for name, offset, decoded in records:
+        for (name, offset, decoded), (tp, rec) in zip(records, originals, strict=True):
             if type(decoded) is Rejection and offset > self.applied.get(name, -1):
-                tp, rec = raw[name, offset]
                 value = dead_letter(decoded, tp.topic, tp.partition, offset, rec.value)
                 futures.append(
                     await self.producer.send(self.deadletter_topic, value, key=rec.key)

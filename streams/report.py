@@ -11,18 +11,8 @@ from processors.milestones import GMV_THRESHOLD, YOY_DOUBLE
 from processors.state import COUNTERS
 
 # The counters of a brand, a channel or the totals, in report order.
-FIELDS: Final = (
-    "clicks",
-    "carts",
-    "orders",
-    "cancels",
-    "units",
-    "gross_gmv_fen",
-    "net_gmv_fen",
-    "vip_orders",
-    "buyers",
-    "first_hour_gross_gmv_fen",
-)
+# The stored counters with the HyperLogLog `buyers` before the first-hour total.
+FIELDS: Final = (*COUNTERS[:-1], "buyers", COUNTERS[-1])
 
 
 @dataclass
@@ -35,9 +25,10 @@ class BrandRow:
 
 
 def _block(counters: Mapping[str, int], buyers: int) -> dict[str, int]:
-    out = {name: int(counters.get(name, 0)) for name in FIELDS if name in COUNTERS}
-    out["buyers"] = int(buyers)
-    return {name: out[name] for name in FIELDS}
+    return {
+        name: int(buyers) if name == "buyers" else int(counters.get(name, 0))
+        for name in FIELDS
+    }
 
 
 def shape_report(
