@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m seeds.surges",
         description="Write the surge test stream, its ground truth and settings.",
     )
-    default_out = Path("seeds/streams/surge.jsonl.gz")
+    default_out = Path("seeds/streams/surge/surge.jsonl.gz")
     parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--seed", type=int, default=6)
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from seeds import surge_eval, surges
 from seeds.recording import iter_records
 from seeds.surges import poisson
 
-STREAMS = Path(__file__).resolve().parents[2] / "seeds" / "streams"
+STREAMS = Path(__file__).resolve().parents[2] / "seeds" / "streams" / "surge"
 RULES = SurgeRules()
 
 
