@@ -15,6 +15,7 @@ from typing import Final
 
 from processors.events import CANCEL, CART, CHANNELS, CLICK, ORDER, Event, Rejection
 from processors.milestones import Target, brand_targets
+from processors.surge import BRAND, CHANNEL, FLASH_SALE_ORDERS, MINUTE_MS, ROOM
 
 FIRST_HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
@@ -23,6 +24,8 @@ DAY_MS: Final = 86_400_000
 # by order_id, each space separate (an order and its cancel share an order_id).
 _SPACE: Final = {CLICK: b"c", CART: b"k", ORDER: b"o", CANCEL: b"x"}
 CHANNEL_INDEX: Final = {name: i for i, name in enumerate(CHANNELS)}
+LIVESTREAM: Final = CHANNEL_INDEX["livestream"]
+FLASH_SALE: Final = CHANNEL_INDEX["flash_sale"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +115,17 @@ class Plan:
     # The batch's median counted event time, 0 if none: it moves the dedupe
     # watermark, so one event with a far-future ts cannot make the store forget.
     clock_ms: int
+    # The batch's 99th-percentile counted event time, 0 if none: it moves the
+    # surge judge's clock (streams/alerts.py), which a few stray events cannot.
+    high_ts_ms: int
     out_of_window: int
     rejected: dict[str, int]  # reason -> records
     # (topic short name, event type or "invalid") -> records the plan covers
     inputs: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Traffic per event-time minute and surge scope (processors/surge.py):
+    # (minute_ms, scope, key) -> records. Counted as delivered: a producer's
+    # duplicate is traffic too (Kafka's redeliveries are not: offsets guard them).
+    traffic: dict[tuple[int, str, str], int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -162,6 +172,11 @@ def plan_batch(
     # common ones are counted from the plan's lists at the end.
     unusual: dict[tuple[str, str], int] = {}
     counted_ts: list[int] = []
+    # (minute, brand index, channel index) -> click/cart/order records; rooms and
+    # flash-sale orders apart (few): folded into surge scopes at the end.
+    per_minute: dict[tuple[int, int, int], int] = {}
+    rooms: dict[tuple[int, str], int] = {}
+    flash: dict[tuple[int, int], int] = {}
     shards = rules.dedupe_shards
     start_ms, end_ms, hour_end_ms = (
         rules.start_ms,
@@ -202,6 +217,16 @@ def plan_batch(
             brand = brand_index[decoded.brand_id] = len(brand_index)
         channel = channel_index[decoded.channel]
         kind = decoded.type
+        if kind != CANCEL:
+            minute = ts_ms - ts_ms % MINUTE_MS
+            cell = (minute, brand, channel)
+            per_minute[cell] = per_minute.get(cell, 0) + 1
+            if channel == LIVESTREAM and decoded.room_id is not None:
+                room = (minute, decoded.room_id)
+                rooms[room] = rooms.get(room, 0) + 1
+            if channel == FLASH_SALE and kind == ORDER:
+                fl = (minute, brand)
+                flash[fl] = flash.get(fl, 0) + 1
         if kind in (CLICK, CART):
             shard, member = _dedupe(space[kind], decoded.event_id, shards)
             group = tallies.get((kind, brand, channel))
@@ -251,6 +276,14 @@ def plan_batch(
     ):
         if n:
             inputs[key] = inputs.get(key, 0) + n
+    traffic: dict[tuple[int, str, str], int] = {}
+    for (minute, b, c), n in per_minute.items():
+        for scoped in ((minute, BRAND, brands[b]), (minute, CHANNEL, CHANNELS[c])):
+            traffic[scoped] = traffic.get(scoped, 0) + n
+    for (minute, room_id), n in rooms.items():
+        traffic[minute, ROOM, room_id] = n
+    for (minute, b), n in flash.items():
+        traffic[minute, FLASH_SALE_ORDERS, brands[b]] = n
     return Plan(
         offsets=offsets,
         brands=brands,
@@ -261,9 +294,11 @@ def plan_batch(
         targets=targets,
         max_ts_ms=counted_ts[-1] if counted_ts else 0,
         clock_ms=counted_ts[len(counted_ts) // 2] if counted_ts else 0,
+        high_ts_ms=counted_ts[len(counted_ts) * 99 // 100] if counted_ts else 0,
         out_of_window=out_of_window,
         rejected=rejected,
         inputs=inputs,
+        traffic=traffic,
     )
 
 

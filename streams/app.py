@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import start_http_server
 
 from processors.events import INPUT_TOPICS
+from streams.alerts import SurgeJudge
 from streams.batching import BatchApp
 from streams.errors import PresaleError, SettingsError
 from streams.kafka import ensure_topics, lag, log_end_offsets, producer
@@ -49,6 +50,17 @@ class Runtime:
             self.settings, self.store.client, self.producer, self.metrics
         )
         self.tasks.append(asyncio.ensure_future(publisher.run()))
+        judge = SurgeJudge(
+            self.store.client,
+            self.settings.redis_prefix,
+            self.settings.surge,
+            self.settings.start_ms,
+            self.settings.surge_lateness_ms,
+            self.settings.surge_last_year,
+            self.metrics,
+        )
+        self.pipeline.after_apply = judge.batch_applied
+        self.tasks.append(asyncio.ensure_future(judge.run()))
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):  # the step is atomic either way

@@ -24,6 +24,7 @@ class Metrics:
     out_of_window: Counter
     duplicates: Counter
     milestones: Counter
+    alerts: Counter
     gmv_fen: Counter
     consumer_lag: Gauge
     freshness: Gauge
@@ -65,6 +66,12 @@ class Metrics:
                 "presale_milestones_total",
                 "First-hour milestones reached, by kind.",
                 ["kind"],
+                registry=r,
+            ),
+            alerts=Counter(
+                "presale_alerts_total",
+                "Surge alerts this worker raised, by scope and severity.",
+                ["scope", "severity"],
                 registry=r,
             ),
             gmv_fen=Counter(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -83,6 +83,8 @@ class Pipeline:
         self.confirmed: dict[str, int] = {}
         self.inflight: _Inflight | None = None
         self.latest_event_ms = 0
+        # Called after each applied batch (the surge judge looks at once).
+        self.after_apply: Callable[[], None] | None = None
 
     def name(self, tp: TP) -> str:
         return f"{tp.topic.removeprefix(self.prefix)}:{tp.partition}"
@@ -272,6 +274,8 @@ class Pipeline:
         self.count_inputs(plan)
         self.metrics.batch_records.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        if self.after_apply is not None:
+            self.after_apply()
 
     def record(
         self,

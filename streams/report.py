@@ -43,6 +43,7 @@ def shape_report(
     dead_letters: Mapping[str, int],
     out_of_window: int,
     watermark_ms: int,
+    alerts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     reached = {str(t): 0 for t in rules.thresholds_fen}
     doubled = 0
@@ -85,7 +86,8 @@ def shape_report(
                 m["threshold_fen"],
             ),
         ),
-        "alerts": [],
+        # In the order raised, which is minute order (streams/alerts.py).
+        "alerts": list(alerts or []),
         "dead_letters": sum(dead_letters.values()),
         "dead_letters_by_reason": dict(sorted(dead_letters.items())),
         "out_of_window": out_of_window,

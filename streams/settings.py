@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from processors.counting import DAY_MS, CampaignRules
+from processors.surge import LastYear, SurgeRules, read_surge_baseline
 from streams.errors import BaselineError, SettingsError
 
 # The 2025 Double 11 presale: 2025-10-15 20:00 Beijing time to the end of Nov 11.
@@ -50,6 +52,62 @@ def _int_list(
         msg = f"{name} thresholds must be positive, got {raw!r}"
         raise SettingsError(msg)
     return values
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw.strip())
+    except ValueError as exc:
+        msg = f"{name} must be a number, got {raw!r}"
+        raise SettingsError(msg) from exc
+
+
+def _surge_rules(env: Mapping[str, str]) -> SurgeRules:
+    d = SurgeRules()
+    try:
+        return SurgeRules(
+            ratio=_float(env, "PRESALE_SURGE_RATIO", d.ratio),
+            critical_ratio=_float(
+                env, "PRESALE_SURGE_CRITICAL_RATIO", d.critical_ratio
+            ),
+            min_count=_int(env, "PRESALE_SURGE_MIN_COUNT", d.min_count, low=1),
+            min_baseline=_float(env, "PRESALE_SURGE_MIN_BASELINE", d.min_baseline),
+            history_minutes=_int(
+                env, "PRESALE_SURGE_HISTORY_MINUTES", d.history_minutes, low=1
+            ),
+            persistence_minutes=_int(
+                env, "PRESALE_SURGE_PERSISTENCE_MINUTES", d.persistence_minutes, low=1
+            ),
+            min_z=_float(env, "PRESALE_SURGE_MIN_Z", d.min_z),
+            cooldown_minutes=_int(
+                env, "PRESALE_SURGE_COOLDOWN_MINUTES", d.cooldown_minutes, low=1
+            ),
+        )
+    except ValueError as exc:  # SurgeRules names every field that is off
+        msg = str(exc)
+        for name in sorted(SurgeRules.__dataclass_fields__, key=len, reverse=True):
+            msg = re.sub(rf"\b{name} must", f"PRESALE_SURGE_{name.upper()} must", msg)
+        raise SettingsError(msg) from exc
+
+
+def load_surge_baseline(path: str) -> LastYear:
+    """Read last year's per-minute traffic, CSV `scope,key,minute,count`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        msg = f"cannot read surge baseline CSV {path}: {exc.strerror or exc}"
+        raise BaselineError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"surge baseline CSV {path} is not UTF-8 text"
+        raise BaselineError(msg) from exc
+    try:
+        return read_surge_baseline(text)
+    except ValueError as exc:
+        raise BaselineError(f"{path}: {exc}") from exc
 
 
 def load_baseline(path: str) -> dict[str, int]:
@@ -93,9 +151,9 @@ def read_settings_file(path: str) -> dict[str, str]:
         msg = f"settings file {path} must map PRESALE_* variables to values"
         raise SettingsError(msg)
     values = {k: str(v) for k, v in raw.items()}
-    if "PRESALE_BASELINE_CSV" in values:
-        base = Path(path).parent / values["PRESALE_BASELINE_CSV"]
-        values["PRESALE_BASELINE_CSV"] = str(base)
+    for name in ("PRESALE_BASELINE_CSV", "PRESALE_SURGE_BASELINE_CSV"):
+        if name in values:
+            values[name] = str(Path(path).parent / values[name])
     return values
 
 
@@ -124,7 +182,11 @@ class Settings:
     max_record_bytes: int = 65_536  # PRESALE_MAX_RECORD_BYTES
     batch_max_records: int = 20_000  # PRESALE_BATCH_MAX_RECORDS
     data_dir: str = "var/faust"  # PRESALE_DATA_DIR (the Faust worker's own files)
+    surge: SurgeRules = field(default_factory=SurgeRules)  # PRESALE_SURGE_*
+    surge_lateness_ms: int = 30_000  # PRESALE_SURGE_LATENESS_MS
+    surge_baseline_csv: str | None = None  # PRESALE_SURGE_BASELINE_CSV
     baselines_fen: Mapping[str, int] = field(default_factory=dict, compare=False)
+    surge_last_year: LastYear = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], load: bool = True) -> Settings:
@@ -171,10 +233,20 @@ class Settings:
                 env, "PRESALE_BATCH_MAX_RECORDS", d.batch_max_records, low=1
             ),
             data_dir=env.get("PRESALE_DATA_DIR", d.data_dir),
+            surge=_surge_rules(env),
+            surge_lateness_ms=_int(
+                env, "PRESALE_SURGE_LATENESS_MS", d.surge_lateness_ms
+            ),
+            surge_baseline_csv=env.get("PRESALE_SURGE_BASELINE_CSV") or None,
         )
         if load and settings.baseline_csv:
             settings = replace(
                 settings, baselines_fen=load_baseline(settings.baseline_csv)
+            )
+        if load and settings.surge_baseline_csv:
+            settings = replace(
+                settings,
+                surge_last_year=load_surge_baseline(settings.surge_baseline_csv),
             )
         return settings
 

@@ -21,6 +21,9 @@ from streams.errors import RedisUnavailable
 from streams.report import BrandRow, shape_report
 
 APPLY_LUA: Final = resources.files("streams").joinpath("lua/apply.lua").read_text()
+# A minute's traffic counts are kept a day after they were last written: the
+# surge judge needs the last few minutes only (docs/alerts.md).
+TRAFFIC_TTL_MS: Final = 86_400_000
 
 
 class Store(Protocol):
@@ -79,6 +82,12 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "w": plan.clock_ms,
             "h": rules.dedupe_horizon_ms,
             "s": rules.dedupe_shards,
+            "m": [
+                [str(minute), f"{scope}|{key}", n]
+                for (minute, scope, key), n in plan.traffic.items()
+            ],
+            "mt": TRAFFIC_TTL_MS,
+            "sc": plan.high_ts_ms,
             "ow": plan.out_of_window,
             "dl": plan.rejected,
         }
@@ -171,10 +180,11 @@ class RedisStore:
             pipe.hgetall(p + "ms")
             pipe.hgetall(p + "dl")
             pipe.hgetall(p + "meta")
+            pipe.xrange(p + "alerts")
             head = await pipe.execute()
         members, ranked, channels_raw, buyers_total = head[:4]
         channel_buyers = dict(zip(CHANNELS, head[4 : 4 + len(CHANNELS)], strict=True))
-        milestones_raw, dead_raw, meta_raw = head[4 + len(CHANNELS) :]
+        milestones_raw, dead_raw, meta_raw, alerts_raw = head[4 + len(CHANNELS) :]
         gross = {m.decode(): s for m, s in ranked}
         names = {m.decode() for m in members} | set(gross)
         order = sorted(names, key=lambda b: (-gross.get(b, 0.0), b))
@@ -221,6 +231,7 @@ class RedisStore:
             dead_letters=_int_map(dead_raw),
             out_of_window=meta.get("out_of_window", 0),
             watermark_ms=meta.get("watermark_ms", 0),
+            alerts=[orjson.loads(fields[b"value"]) for _id, fields in alerts_raw],
         )
 
     async def reset(self) -> int:

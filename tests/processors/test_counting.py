@@ -284,3 +284,41 @@ def test_rules_targets_use_the_brand_baseline() -> None:
     assert campaign.targets("b1") == (T1K, Target(YOY_DOUBLE, 8_000))
     assert campaign.targets("b2") == (T1K,)
     assert campaign.first_hour_end_ms == T0 + 3_600_000
+
+
+def test_plan_traffic_is_scope_keys_per_minute() -> None:
+    """The plan's traffic counts are, per event-time minute, the surge scopes of
+    every click, cart and order it covers (duplicates included, cancels and
+    records outside the window or already applied not), as processors/surge.py's
+    `scope_keys` says one event at a time."""
+    from collections import Counter
+
+    from processors.surge import minute_of, scope_keys
+
+    live = {"channel": "livestream", "room_id": "r1"}
+    events = [
+        click("a", ts=T0 + 1_000, brand="b1", **live),
+        click("a", ts=T0 + 1_000, brand="b1", **live),  # a producer's duplicate
+        click("b", ts=T0 + 61_000, brand="b2", channel="search"),
+        cart("c", ts=T0 + 59_999, brand="b1", channel="livestream", room_id="r2"),
+        order("o1", 100, ts=T0 + 2_000, brand="b2", channel="flash_sale"),
+        order("o2", 100, ts=T0 + 62_000, brand="b1"),
+        cancel("o1", 100, ts=T0 + 3_000, brand="b2", channel="flash_sale"),
+        click("late", ts=END + 1, brand="b1"),  # outside the window
+    ]
+    topics = {"click": "clicks", "cart": "carts", "order": "orders", "cancel": "orders"}
+    records = [(f"{topics[e.type]}:0", i, e) for i, e in enumerate(events)]
+    records.sort(key=lambda r: r[0])
+    applied = {"clicks:0": 0}  # the first click is already in the store
+    plan = plan_batch(records, rules(), applied)
+    expected: Counter[tuple[int, str, str]] = Counter()
+    for name, offset, event in records:
+        if offset <= applied.get(name, -1) or not T0 <= event.ts_ms < END:
+            continue
+        for scope, key in scope_keys(event):
+            expected[minute_of(event.ts_ms), scope, key] += 1
+    assert plan.traffic == dict(expected)
+    m = minute_of(T0 + 1_000)
+    assert plan.traffic[m, "room", "r1"] == 1
+    assert plan.traffic[m, "flash_sale_orders", "b2"] == 1
+    assert plan.traffic[m, "channel", "livestream"] == 1 + (m == minute_of(T0 + 59_999))
