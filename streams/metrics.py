@@ -1,7 +1,8 @@
 """Every Prometheus metric of the worker, created against a replaceable registry.
 
-Labels are bounded: topic short names, event types, reasons, milestone kinds.
-Per-brand detail lives in Redis, never in Prometheus.
+Labels are bounded: topic short names, event types, reasons, milestone kinds,
+alert scopes and severities, channels, GMV kinds and leaderboard ranks (1-10).
+Per-brand detail lives in Redis, never in Prometheus: brand ids are no label.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ class Metrics:
     out_of_window: Counter
     duplicates: Counter
     milestones: Counter
-    gmv_fen: Counter
+    alerts: Counter
+    gmv_fen: Gauge
+    channel_gmv_fen: Gauge
+    top_brand_gmv_fen: Gauge
     consumer_lag: Gauge
     freshness: Gauge
     batch_records: Histogram
@@ -67,9 +71,32 @@ class Metrics:
                 ["kind"],
                 registry=r,
             ),
-            gmv_fen=Counter(
-                "presale_gross_gmv_fen_total",
-                "Gross GMV of the orders this worker applied, in fen.",
+            alerts=Counter(
+                "presale_alerts_total",
+                "Surge alerts raised, by scope (brand, channel, room, "
+                "flash_sale_orders) and severity (warning, critical).",
+                ["scope", "severity"],
+                registry=r,
+            ),
+            # The campaign's GMV is read from Redis (streams/live.py), so every
+            # worker shows the same exact level, restarts included: gauges.
+            gmv_fen=Gauge(
+                "presale_gmv_fen",
+                "Campaign GMV in fen, by kind (gross, net, first_hour_gross).",
+                ["kind"],
+                registry=r,
+            ),
+            channel_gmv_fen=Gauge(
+                "presale_channel_gross_gmv_fen",
+                "Campaign gross GMV in fen, by channel.",
+                ["channel"],
+                registry=r,
+            ),
+            top_brand_gmv_fen=Gauge(
+                "presale_top_brand_gross_gmv_fen",
+                "Gross GMV in fen of the brand at each leaderboard rank (1-10); "
+                "the brand names are on the live page.",
+                ["rank"],
                 registry=r,
             ),
             consumer_lag=Gauge(
