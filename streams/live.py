@@ -196,6 +196,10 @@ def export(view: Mapping[str, Any], metrics: Metrics) -> None:
         metrics.gmv_fen.labels(kind).set(totals[f"{kind}_gmv_fen"])
     for channel, gross in view["channels"].items():
         metrics.channel_gmv_fen.labels(channel).set(gross)
+    first_hour = view["first_hour"]
+    for threshold_fen, n in first_hour["brands_reached"].items():
+        metrics.brands_reached.labels(threshold_fen).set(n)
+    metrics.brands_doubled.set(first_hour["brands_doubled"])
     brands = view["brands"]
     for rank in range(1, METRIC_RANKS + 1):
         gross = brands[rank - 1]["gross_gmv_fen"] if rank <= len(brands) else 0

@@ -29,6 +29,8 @@ class Metrics:
     gmv_fen: Gauge
     channel_gmv_fen: Gauge
     top_brand_gmv_fen: Gauge
+    brands_reached: Gauge
+    brands_doubled: Gauge
     consumer_lag: Gauge
     freshness: Gauge
     batch_records: Histogram
@@ -97,6 +99,17 @@ class Metrics:
                 "Gross GMV in fen of the brand at each leaderboard rank (1-10); "
                 "the brand names are on the live page.",
                 ["rank"],
+                registry=r,
+            ),
+            brands_reached=Gauge(
+                "presale_first_hour_brands_reached",
+                "Brands whose first-hour gross GMV reached each threshold (fen).",
+                ["threshold_fen"],
+                registry=r,
+            ),
+            brands_doubled=Gauge(
+                "presale_first_hour_brands_doubled",
+                "Brands whose first-hour gross GMV reached twice last year's.",
                 registry=r,
             ),
             consumer_lag=Gauge(
