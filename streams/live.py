@@ -129,7 +129,12 @@ async def read_live(
             doubled += 1
     newest = sorted(
         milestones,
-        key=lambda m: (m["crossed_at_ms"], m["kind"], m["brand_id"]),
+        key=lambda m: (
+            m["crossed_at_ms"],
+            m["kind"],
+            m["brand_id"],
+            m["threshold_fen"],
+        ),
         reverse=True,
     )[:recent]
     alerts = [a for a in (_alert(fields) for _id, fields in alerts_raw) if a]
