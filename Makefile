@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CODE := processors streams seeds tests deploy/local bench
 
-.PHONY: install services services-down demo test lint unit chaos
+.PHONY: install services services-down tools demo test lint unit chaos
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(BIN)/.installed
 # Start (or reuse) a local Kafka broker on 127.0.0.1:9092 and Redis on 127.0.0.1:6379.
 services:
 	bash deploy/local/services.sh up
+
+# Prometheus, promtool and headless Chromium for the ops tests (apt; instant when present).
+tools:
+	bash deploy/local/tools.sh
 
 # Stop what `make services` started.
 services-down:
@@ -34,11 +38,11 @@ lint: install
 	$(BIN)/mypy
 
 # Unit tests only: no services needed.
-unit: install
+unit: install tools
 	$(BIN)/python -m pytest -q -m "not integration"
 
 # The whole suite: lint, types, unit, integration and replay tests on real services.
-test: install services lint
+test: install services tools lint
 	$(BIN)/python -m pytest -q
 
 # The fault-injection tests with more faults: 20 kills instead of 5.

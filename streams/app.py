@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import start_http_server
 
 from processors.events import INPUT_TOPICS
+from streams import live
 from streams.alerts import SurgeJudge
 from streams.batching import BatchApp
 from streams.errors import PresaleError, SettingsError
@@ -39,6 +40,8 @@ class Runtime:
     store: RedisStore
     pipeline: Pipeline
     producer: AIOKafkaProducer | None = None
+    # Records this worker's partitions hold beyond what it applied (measure_lag).
+    worker_lag: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -105,6 +108,15 @@ def create_app(
     app.batch_startup = runtime.start
     app.batch_shutdown = runtime.stop
 
+    live.install(
+        app,
+        store.client,
+        settings.redis_prefix,
+        settings.rules,
+        metrics,
+        lambda: runtime.worker_lag,
+    )
+
     @app.page("/report")
     async def report(web: Any, request: Any) -> Any:
         top = request.query.get("top")
@@ -136,6 +148,7 @@ def create_app(
             by_topic[short] = by_topic.get(short, 0) + max(0, highwater - applied - 1)
         for short in INPUT_TOPICS:
             metrics.consumer_lag.labels(short).set(by_topic.get(short, 0))
+        runtime.worker_lag = sum(by_topic.values())
         if pipeline.latest_event_ms:
             metrics.freshness.set(time.time() - pipeline.latest_event_ms / 1000)
 

@@ -74,6 +74,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from streams.top import run_top
+
+    return asyncio.run(run_top(_settings(args), args.top, args.interval, args.once))
+
+
+def _top_n(text: str) -> int:
+    from streams.live import MAX_TOP
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_TOP:
+        msg = f"--top must be a whole number from 1 to {MAX_TOP}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(text)
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        msg = f"--interval must be a number of seconds, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from exc
+    if not 0.2 <= value <= 3600:
+        msg = "--interval must be between 0.2 and 3600 seconds"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from streams.check import check
 
@@ -196,6 +223,15 @@ def parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--top", type=int, default=None, help="only the N biggest brands")
     rep.set_defaults(func=cmd_report)
+
+    t = sub.add_parser("top", help="the live view in the terminal, refreshing")
+    _common(t)
+    t.add_argument("--top", type=_top_n, default=15, help="brands shown (1-100)")
+    t.add_argument(
+        "--interval", type=_interval, default=1.0, help="seconds between frames"
+    )
+    t.add_argument("--once", action="store_true", help="print one frame and exit")
+    t.set_defaults(func=cmd_top)
 
     c = sub.add_parser("check", help="compare the live report with an expected one")
     _common(c)

@@ -1,7 +1,8 @@
 """Every Prometheus metric of the worker, created against a replaceable registry.
 
-Labels are bounded: topic short names, event types, reasons, milestone kinds.
-Per-brand detail lives in Redis, never in Prometheus.
+Labels are bounded: topic short names, event types, reasons, milestone kinds,
+alert scopes and severities, channels, GMV kinds and leaderboard ranks (1-10).
+Per-brand detail lives in Redis, never in Prometheus: brand ids are no label.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ class Metrics:
     duplicates: Counter
     milestones: Counter
     alerts: Counter
-    gmv_fen: Counter
+    gmv_fen: Gauge
+    channel_gmv_fen: Gauge
+    top_brand_gmv_fen: Gauge
+    brands_reached: Gauge
+    brands_doubled: Gauge
     consumer_lag: Gauge
     freshness: Gauge
     batch_records: Histogram
@@ -70,13 +75,41 @@ class Metrics:
             ),
             alerts=Counter(
                 "presale_alerts_total",
-                "Surge alerts this worker raised, by scope and severity.",
+                "Surge alerts raised, by scope (brand, channel, room, "
+                "flash_sale_orders) and severity (warning, critical).",
                 ["scope", "severity"],
                 registry=r,
             ),
-            gmv_fen=Counter(
-                "presale_gross_gmv_fen_total",
-                "Gross GMV of the orders this worker applied, in fen.",
+            # The campaign's GMV is read from Redis (streams/live.py), so every
+            # worker shows the same exact level, restarts included: gauges.
+            gmv_fen=Gauge(
+                "presale_gmv_fen",
+                "Campaign GMV in fen, by kind (gross, net, first_hour_gross).",
+                ["kind"],
+                registry=r,
+            ),
+            channel_gmv_fen=Gauge(
+                "presale_channel_gross_gmv_fen",
+                "Campaign gross GMV in fen, by channel.",
+                ["channel"],
+                registry=r,
+            ),
+            top_brand_gmv_fen=Gauge(
+                "presale_top_brand_gross_gmv_fen",
+                "Gross GMV in fen of the brand at each leaderboard rank (1-10); "
+                "the brand names are on the live page.",
+                ["rank"],
+                registry=r,
+            ),
+            brands_reached=Gauge(
+                "presale_first_hour_brands_reached",
+                "Brands whose first-hour gross GMV reached each threshold (fen).",
+                ["threshold_fen"],
+                registry=r,
+            ),
+            brands_doubled=Gauge(
+                "presale_first_hour_brands_doubled",
+                "Brands whose first-hour gross GMV reached twice last year's.",
                 registry=r,
             ),
             consumer_lag=Gauge(

@@ -36,6 +36,8 @@ CASES: dict[str, Case] = {
     "report, Redis down": Case(("report",)),
     "report --json --top, Redis down": Case(("report", "--json", "--top", "3")),
     "reset, Redis down": Case(("reset",)),
+    "top --once, Redis down": Case(("top", "--once")),
+    "top, Redis down": Case(("top", "--top", "5")),
     "worker, Redis down": Case(("worker",)),
     "replay of a missing file": Case(("replay", "--quiet", "{tmp}/missing.jsonl")),
     "replay of a missing file among good ones": Case(

@@ -1,0 +1,267 @@
+"""The live view (GET /, /api/live, `presale top`): a few cheap Redis reads.
+
+The full report reads every brand (5,000 hashes and HyperLogLogs in the
+first-hour recording); the live view reads the campaign's channel totals, the
+top N of the rank, the milestones and the newest alerts, whatever the number
+of brands (measured in the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Any, Final
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from processors.counting import CampaignRules
+from processors.milestones import GMV_THRESHOLD, YOY_DOUBLE
+from processors.state import COUNTERS
+from streams.metrics import Metrics
+from streams.store import _int_map, _split_channels
+
+log = logging.getLogger(__name__)
+
+# Brands, milestones and alerts on one screen; more is what the report is for.
+DEFAULT_TOP: Final = 20
+MAX_TOP: Final = 100
+RECENT: Final = 20
+# Prometheus shows the first ranks of the leaderboard (bounded label values).
+METRIC_RANKS: Final = 10
+BRAND_FIELDS: Final = (
+    "gross_gmv_fen",
+    "net_gmv_fen",
+    "first_hour_gross_gmv_fen",
+    "orders",
+    "clicks",
+    "carts",
+)
+
+
+def alerts_key(prefix: str) -> str:
+    """The Redis stream of surge alerts, one JSON `value` field an entry."""
+    return prefix + "alerts"
+
+
+def parse_top(raw: str | None, default: int = DEFAULT_TOP) -> int:
+    """A `top` query parameter, clamped to 1..MAX_TOP; junk means the default."""
+    if raw is None or not raw.strip().isdigit():
+        return default
+    return max(1, min(MAX_TOP, int(raw)))
+
+
+def _alert(fields: Mapping[bytes, bytes]) -> dict[str, Any] | None:
+    raw = fields.get(b"value")
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def read_live(
+    client: aioredis.Redis,
+    prefix: str,
+    rules: CampaignRules,
+    top: int = DEFAULT_TOP,
+    recent: int = RECENT,
+) -> dict[str, Any]:
+    """The live view model: totals, first-hour summary, the top brands, the
+    newest milestones and alerts. `consumer_lag` is left to the caller."""
+    p = prefix
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(p + "ch")
+        pipe.zrevrange(p + "rank", 0, top - 1)
+        pipe.scard(p + "brands")
+        pipe.hgetall(p + "ms")
+        pipe.xrevrange(alerts_key(p), count=recent)
+        pipe.xlen(alerts_key(p))
+        pipe.hgetall(p + "dl")
+        pipe.hgetall(p + "meta")
+        (
+            channels_raw,
+            ranked,
+            n_brands,
+            ms_raw,
+            alerts_raw,
+            n_alerts,
+            dl,
+            meta,
+        ) = await pipe.execute()
+    brand_ids = [b.decode() for b in ranked]
+    async with client.pipeline(transaction=False) as pipe:
+        for b in brand_ids:
+            pipe.hgetall(p + "bc:" + b)
+        details = await pipe.execute()
+
+    brands = []
+    for b, raw in zip(brand_ids, details, strict=True):
+        by_channel = _split_channels(_int_map(raw))
+        row = {f: sum(ch.get(f, 0) for ch in by_channel.values()) for f in BRAND_FIELDS}
+        brands.append(
+            {
+                "brand_id": b,
+                **row,
+                "baseline_first_hour_gmv_fen": rules.baselines_fen.get(b, 0),
+            }
+        )
+    # The rank's scores are doubles; order by the exact sums, ties by id.
+    brands.sort(key=lambda r: (-r["gross_gmv_fen"], r["brand_id"]))
+    for i, row in enumerate(brands, start=1):
+        row["rank"] = i
+
+    channels = _split_channels(_int_map(channels_raw))
+    totals = {c: sum(ch[c] for ch in channels.values()) for c in COUNTERS}
+    milestones = [orjson.loads(v) for v in ms_raw.values()]
+    reached = {str(t): 0 for t in rules.thresholds_fen}
+    doubled = 0
+    for m in milestones:
+        if m["kind"] == GMV_THRESHOLD and str(m["threshold_fen"]) in reached:
+            reached[str(m["threshold_fen"])] += 1
+        elif m["kind"] == YOY_DOUBLE:
+            doubled += 1
+    newest = sorted(
+        milestones,
+        key=lambda m: (
+            m["crossed_at_ms"],
+            m["kind"],
+            m["brand_id"],
+            m["threshold_fen"],
+        ),
+        reverse=True,
+    )[:recent]
+    alerts = [a for a in (_alert(fields) for _id, fields in alerts_raw) if a]
+    meta_ints = _int_map(meta)
+    return {
+        "campaign": {
+            "id": rules.campaign_id,
+            "start_ms": rules.start_ms,
+            "end_ms": rules.end_ms,
+            "first_hour_end_ms": rules.first_hour_end_ms,
+        },
+        "totals": totals,
+        "channels": {ch: channels[ch]["gross_gmv_fen"] for ch in sorted(channels)},
+        "first_hour": {"brands_reached": reached, "brands_doubled": doubled},
+        "brand_count": int(n_brands),
+        "brands": brands,
+        "milestone_count": len(milestones),
+        "milestones": newest,
+        "alert_count": int(n_alerts),
+        "alerts": alerts,
+        "dead_letters": sum(_int_map(dl).values()),
+        "watermark_ms": meta_ints.get("watermark_ms", 0),
+        "consumer_lag": None,
+        "read_at_ms": int(time.time() * 1000),
+    }
+
+
+class LiveReader:
+    """read_live() shared by every viewer: one Redis read per `ttl_s` and `top`,
+    however many pages poll the worker."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        rules: CampaignRules,
+        ttl_s: float = 0.5,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.rules = rules
+        self.ttl_s = ttl_s
+        self._cache: dict[int, tuple[float, asyncio.Future[dict[str, Any]]]] = {}
+
+    async def read(self, top: int = DEFAULT_TOP) -> dict[str, Any]:
+        now = time.monotonic()
+        hit = self._cache.get(top)
+        if (
+            hit is None
+            or now - hit[0] > self.ttl_s
+            or (hit[1].done() and hit[1].exception() is not None)
+        ):
+            task = asyncio.ensure_future(
+                read_live(self.client, self.prefix, self.rules, top)
+            )
+            self._cache[top] = hit = (now, task)
+        return dict(await asyncio.shield(hit[1]))
+
+
+def export(view: Mapping[str, Any], metrics: Metrics) -> None:
+    """The view's campaign-wide levels as Prometheus gauges (bounded labels)."""
+    totals = view["totals"]
+    for kind in ("gross", "net", "first_hour_gross"):
+        metrics.gmv_fen.labels(kind).set(totals[f"{kind}_gmv_fen"])
+    for channel, gross in view["channels"].items():
+        metrics.channel_gmv_fen.labels(channel).set(gross)
+    first_hour = view["first_hour"]
+    for threshold_fen, n in first_hour["brands_reached"].items():
+        metrics.brands_reached.labels(threshold_fen).set(n)
+    metrics.brands_doubled.set(first_hour["brands_doubled"])
+    brands = view["brands"]
+    for rank in range(1, METRIC_RANKS + 1):
+        gross = brands[rank - 1]["gross_gmv_fen"] if rank <= len(brands) else 0
+        metrics.top_brand_gmv_fen.labels(str(rank)).set(gross)
+
+
+# The page is one static file; it only reads (GET /api/live) from its own origin.
+PAGE_HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+    ),
+}
+
+
+def page_html() -> bytes:
+    return resources.files("streams").joinpath("web/index.html").read_bytes()
+
+
+def install(
+    app: Any,
+    client: aioredis.Redis,
+    prefix: str,
+    rules: CampaignRules,
+    metrics: Metrics,
+    worker_lag: Callable[[], int | None],
+) -> LiveReader:
+    """GET / (the page), GET /api/live (its JSON) and a timer that exports the
+    campaign's GMV levels to Prometheus, on the worker's Faust app. Faust views
+    made from a function answer GET and HEAD only: other methods get 405."""
+    reader = LiveReader(client, prefix, rules)
+    html = page_html().decode()
+
+    @app.page("/", name="live_page")
+    async def live_page(web: Any, request: Any) -> Any:
+        return web.html(html, headers=dict(PAGE_HEADERS))
+
+    @app.page("/api/live", name="live_api")
+    async def live_api(web: Any, request: Any) -> Any:
+        try:
+            view = await reader.read(parse_top(request.query.get("top")))
+        except (RedisError, OSError) as exc:
+            return web.json(
+                {"error": f"cannot read Redis: {exc}"},
+                status=503,
+                headers={"Cache-Control": "no-store"},
+            )
+        view["consumer_lag"] = worker_lag()
+        return web.json(view, headers={"Cache-Control": "no-store"})
+
+    @app.timer(interval=2.0)
+    async def export_live() -> None:
+        try:
+            export(await reader.read(), metrics)
+        except (RedisError, OSError) as exc:
+            log.warning("live view read failed (%r); gauges kept", exc)
+
+    return reader
