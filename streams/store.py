@@ -98,6 +98,20 @@ def _int_map(raw: Mapping[bytes, bytes]) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
+def _alerts(entries: list[Any]) -> list[dict[str, Any]]:
+    """The alerts stream's records; an entry that is not a JSON object (only
+    a hand-written one could be) is skipped, as the live page does."""
+    alerts = []
+    for _id, fields in entries:
+        try:
+            alert = orjson.loads(fields.get(b"value", b""))
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(alert, dict):
+            alerts.append(alert)
+    return alerts
+
+
 def _split_channels(raw: Mapping[str, int]) -> dict[str, dict[str, int]]:
     by_channel: dict[str, dict[str, int]] = {}
     for name, value in raw.items():
@@ -231,7 +245,7 @@ class RedisStore:
             dead_letters=_int_map(dead_raw),
             out_of_window=meta.get("out_of_window", 0),
             watermark_ms=meta.get("watermark_ms", 0),
-            alerts=[orjson.loads(fields[b"value"]) for _id, fields in alerts_raw],
+            alerts=_alerts(alerts_raw),
         )
 
     async def reset(self) -> int:
