@@ -182,9 +182,11 @@ class RedisStore:
             pipe.smembers(p + "brands")
             pipe.zrange(p + "rank", 0, -1, withscores=True)
             pipe.hgetall(p + "ch")
-            pipe.pfcount(*(p + "u:ch:" + channel for channel in CHANNELS))
+            # PFCOUNT by name: redis-py's cluster pipeline refuses
+            # `.pfcount(*keys)` in case the keys span slots; ours share one.
+            pipe.execute_command("PFCOUNT", *(p + "u:ch:" + ch for ch in CHANNELS))
             for channel in CHANNELS:
-                pipe.pfcount(p + "u:ch:" + channel)
+                pipe.execute_command("PFCOUNT", p + "u:ch:" + channel)
             pipe.hgetall(p + "ms")
             pipe.hgetall(p + "dl")
             pipe.hgetall(p + "meta")
@@ -214,9 +216,10 @@ class RedisStore:
             for row in rows:
                 keys = [f"{p}u:bc:{row.brand_id}:{ch}" for ch in row.by_channel]
                 if keys:
-                    pipe.pfcount(*keys)  # the union: the brand's distinct buyers
+                    # the union: the brand's distinct buyers (one slot, as above)
+                    pipe.execute_command("PFCOUNT", *keys)
                     for key in keys:
-                        pipe.pfcount(key)
+                        pipe.execute_command("PFCOUNT", key)
             counts = iter(await pipe.execute())
         for row in rows:
             if row.by_channel:
