@@ -72,7 +72,7 @@ def _start(port: int, workdir: Path, *extra: str) -> subprocess.Popen[bytes]:
             "--logfile",
             str(log),
             *extra,
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -99,9 +99,17 @@ def acl_redis(user: str, password: str) -> Iterator[int]:
         proc = _start(
             port,
             Path(tmp),
-            "--user", "default", "off",
-            "--user", user, "on", f">{password}", "~*", "&*", "+@all",
-        )  # fmt: skip
+            "--user",
+            "default",
+            "off",
+            "--user",
+            user,
+            "on",
+            f">{password}",
+            "~*",
+            "&*",
+            "+@all",
+        )
         try:
             _wait(
                 "the ACL Redis answering",
@@ -132,7 +140,7 @@ def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
                 f"nodes-{port}.conf",
                 "--cluster-node-timeout",
                 "5000",
-            )  # fmt: skip
+            )
             for port in ports
         ]
         try:
