@@ -160,7 +160,15 @@ async def preflight(settings: Settings) -> None:
         await store.ping()
     finally:
         await store.close()
-    await ensure_topics(settings)
+    # A refused SASL login is logged by aiokafka on its way to the one-line
+    # error below; keep the worker's failure to that one line, as the CLI's.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        await ensure_topics(settings)
+    finally:
+        aiokafka_log.setLevel(level)
 
 
 def _port_free(host: str, port: int, variable: str) -> None:

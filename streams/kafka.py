@@ -20,6 +20,15 @@ OUTPUT_TOPICS = ("milestones", "alerts", "deadletter")
 
 def _unavailable(settings: Settings, exc: BaseException) -> KafkaUnavailable:
     detail = str(exc) or exc.__class__.__name__
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        # aiokafka reports a refused SASL login or TLS handshake only as a
+        # failed bootstrap: name what to check.
+        user = settings.kafka_sasl_username
+        detail += (
+            f" (security {settings.kafka_security_protocol}"
+            + (f", SASL user {user!r}" if user else "")
+            + ": is the broker up, and are the credentials and TLS files right?)"
+        )
     return KafkaUnavailable(
         f"cannot reach Kafka at {settings.kafka_bootstrap}: {detail}"
     )
