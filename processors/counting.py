@@ -114,6 +114,8 @@ class Plan:
     clock_ms: int
     out_of_window: int
     rejected: dict[str, int]  # reason -> records
+    # (topic short name, event type or "invalid") -> records the plan covers
+    inputs: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -156,6 +158,9 @@ def plan_batch(
     cancels: list[CancelLine] = []
     rejected: dict[str, int] = {}
     out_of_window = 0
+    # Rare paths, counted per topic and type for the records-in metric; the
+    # common ones are counted from the plan's lists at the end.
+    unusual: dict[tuple[str, str], int] = {}
     counted_ts: list[int] = []
     shards = rules.dedupe_shards
     start_ms, end_ms, hour_end_ms = (
@@ -165,13 +170,14 @@ def plan_batch(
     )
     channel_index = CHANNEL_INDEX
     space = _SPACE
-    last_tp = ""
+    last_tp = topic = ""
     before = last = -1
     for tp, offset, decoded in records:
         if tp != last_tp:  # records come in runs of one partition
             if last_tp and last > before:
                 offsets[last_tp] = (before, max(last, offsets.get(last_tp, (0, -1))[1]))
             last_tp = tp
+            topic = tp.partition(":")[0]
             before = applied.get(tp, -1)
             span = offsets.get(tp)
             last = span[1] if span else -1
@@ -181,11 +187,14 @@ def plan_batch(
             last = offset
         if type(decoded) is Rejection:
             rejected[decoded.reason] = rejected.get(decoded.reason, 0) + 1
+            unusual[topic, "invalid"] = unusual.get((topic, "invalid"), 0) + 1
             continue
         assert type(decoded) is Event
         ts_ms = decoded.ts_ms
         if not start_ms <= ts_ms < end_ms:
             out_of_window += 1
+            key = (topic, decoded.type)
+            unusual[key] = unusual.get(key, 0) + 1
             continue
         counted_ts.append(ts_ms)
         brand = brand_index.get(decoded.brand_id)
@@ -228,17 +237,25 @@ def plan_batch(
     if last_tp and last > before:
         offsets[last_tp] = (before, max(last, offsets.get(last_tp, (0, -1))[1]))
     brands = list(brand_index)
-    targets = {
-        line.brand: rules.targets(brands[line.brand])
-        for line in orders
-        if line.first_hour
-    }
+    first_hour_brands = {line.brand for line in orders if line.first_hour}
+    targets = {b: rules.targets(brands[b]) for b in first_hour_brands}
     counted_ts.sort()
+    clicks = [Tally(b, c, *ids) for (k, b, c), ids in tallies.items() if k == CLICK]
+    carts = [Tally(b, c, *ids) for (k, b, c), ids in tallies.items() if k == CART]
+    inputs = unusual
+    for key, n in (
+        (("clicks", CLICK), sum(len(t.shards) for t in clicks)),
+        (("carts", CART), sum(len(t.shards) for t in carts)),
+        (("orders", ORDER), len(orders)),
+        (("orders", CANCEL), len(cancels)),
+    ):
+        if n:
+            inputs[key] = inputs.get(key, 0) + n
     return Plan(
         offsets=offsets,
         brands=brands,
-        clicks=[Tally(b, c, *ids) for (k, b, c), ids in tallies.items() if k == CLICK],
-        carts=[Tally(b, c, *ids) for (k, b, c), ids in tallies.items() if k == CART],
+        clicks=clicks,
+        carts=carts,
         orders=orders,
         cancels=cancels,
         targets=targets,
@@ -246,6 +263,7 @@ def plan_batch(
         clock_ms=counted_ts[len(counted_ts) // 2] if counted_ts else 0,
         out_of_window=out_of_window,
         rejected=rejected,
+        inputs=inputs,
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors.counting import Plan, Record, plan_batch
-from processors.events import Event, Rejection
+from processors.events import Rejection
 from processors.state import Applied, Stale
 from streams.codecs import dead_letter, decode
 from streams.metrics import Metrics
@@ -109,9 +108,7 @@ class Pipeline:
         for tp, recs in batch.items():
             short = tp.topic.removeprefix(self.prefix)
             name = f"{short}:{tp.partition}"
-            records.extend(
-                (name, r.offset, decode(r.value, short, limit)) for r in recs
-            )
+            records += [(name, r.offset, decode(r.value, short, limit)) for r in recs]
         return records
 
     async def send_dead_letters(
@@ -133,19 +130,9 @@ class Pipeline:
         if futures:
             await asyncio.gather(*futures)
 
-    def count_inputs(
-        self, records: list[Record], offsets: Mapping[str, tuple[int, int]]
-    ) -> None:
+    def count_inputs(self, plan: Plan) -> None:
         """Count the records a plan applied (not those skipped as already applied)."""
-        kinds: Counter[tuple[str, str]] = Counter()
-        for name, offset, decoded in records:
-            span = offsets.get(name)
-            if span is None or offset <= span[0]:
-                continue
-            topic = name.partition(":")[0]
-            kind = decoded.type if type(decoded) is Event else "invalid"
-            kinds[topic, kind] += 1
-        for (topic, kind), n in kinds.items():
+        for (topic, kind), n in plan.inputs.items():
             self.metrics.records_in.labels(topic, kind).inc(n)
 
     async def on_batch(
@@ -202,7 +189,8 @@ class Pipeline:
             self.applied.get(n, -1) != before for n, (before, _) in plan.offsets.items()
         ):
             plan = plan_batch(records, self.rules, self.applied)
-        await self.send_dead_letters(batch, records)
+        if plan.rejected:  # ~0.5% of records: most batches have a few
+            await self.send_dead_letters(batch, records)
         if plan.empty:
             return None
         for name, (_before, last) in plan.offsets.items():
@@ -210,6 +198,10 @@ class Pipeline:
         self.inflight = _Inflight(
             batch, records, plan, started, asyncio.ensure_future(self._apply(plan))
         )
+        # Let the step go out now: the consumer hands us the next batch without
+        # yielding to the loop, so without this the step would only be sent
+        # after that batch is decoded and planned, and nothing would overlap.
+        await asyncio.sleep(0)
         return None
 
     async def _apply(self, plan: Plan) -> Applied | Stale:
@@ -277,7 +269,7 @@ class Pipeline:
         for name, (_before, last) in plan.offsets.items():
             self.confirmed[name] = last
         self.record(plan.rejected, plan.out_of_window, plan.max_ts_ms, result)
-        self.count_inputs(records, plan.offsets)
+        self.count_inputs(plan)
         self.metrics.batch_records.observe(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
