@@ -20,6 +20,7 @@ from processors.events import INPUT_TOPICS
 from streams import live
 from streams.alerts import SurgeJudge
 from streams.batching import BatchApp
+from streams.connect import faust_credentials
 from streams.errors import PresaleError, SettingsError
 from streams.kafka import ensure_topics, lag, log_end_offsets, producer
 from streams.metrics import Metrics
@@ -80,9 +81,7 @@ def create_app(
     settings: Settings, metrics: Metrics | None = None
 ) -> tuple[BatchApp, Runtime]:
     metrics = metrics or Metrics.create()
-    store = RedisStore.from_url(
-        settings.redis_url, settings.redis_prefix, settings.rules
-    )
+    store = RedisStore.from_settings(settings)
     pipeline = Pipeline(settings, store, None, metrics)
     runtime = Runtime(
         settings=settings, metrics=metrics, store=store, pipeline=pipeline
@@ -91,6 +90,7 @@ def create_app(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         autodiscover=False,
+        broker_credentials=faust_credentials(settings),
         datadir=settings.data_dir,
         topic_disable_leader=True,
         topic_partitions=settings.topic_partitions,
@@ -133,6 +133,14 @@ def create_app(
     async def health(web: Any, request: Any) -> Any:
         return web.json({"ok": True})
 
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        # Ready to count: input partitions assigned and the lag of each known
+        # (its high watermark fetched). A worker with no partition (more workers
+        # than partitions) stays unready: it is a standby.
+        body = readiness(app)
+        return web.json(body, status=200 if body["ready"] else 503)
+
     @app.timer(interval=2.0)
     async def measure_lag() -> None:
         consumer = app.consumer
@@ -155,16 +163,37 @@ def create_app(
     return app, runtime
 
 
+def readiness(app: BatchApp) -> dict[str, Any]:
+    """Assigned input partitions, how many have a known lag, and the verdict."""
+    try:
+        consumer = app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic in app.batch_topics]
+        known = sum(1 for tp in tps if consumer.highwater(tp) is not None)
+    except Exception:  # no consumer yet (starting) or it is being rebuilt
+        tps, known = [], 0
+    return {
+        "ready": bool(tps) and known == len(tps),
+        "partitions": len(tps),
+        "lag_known": known,
+    }
+
+
 async def preflight(settings: Settings) -> None:
     """Fail with one line, before Faust starts, when Redis or Kafka is not there."""
-    store = RedisStore.from_url(
-        settings.redis_url, settings.redis_prefix, settings.rules
-    )
+    store = RedisStore.from_settings(settings)
     try:
         await store.ping()
     finally:
         await store.close()
-    await ensure_topics(settings)
+    # A refused SASL login is logged by aiokafka on its way to the one-line
+    # error below; keep the worker's failure to that one line, as the CLI's.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        await ensure_topics(settings)
+    finally:
+        aiokafka_log.setLevel(level)
 
 
 def _port_free(host: str, port: int, variable: str) -> None:
@@ -181,7 +210,7 @@ def _port_free(host: str, port: int, variable: str) -> None:
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Run the worker until it is stopped (SIGINT/SIGTERM)."""
     _port_free(settings.web_host, settings.web_port, "PRESALE_WEB_PORT")
-    _port_free(settings.web_host, settings.metrics_port, "PRESALE_METRICS_PORT")
+    _port_free(settings.metrics_host, settings.metrics_port, "PRESALE_METRICS_PORT")
     asyncio.run(preflight(settings))
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # Faust makes one level
     app, runtime = create_app(settings)
@@ -191,12 +220,14 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
     start_http_server(
-        settings.metrics_port, addr=settings.web_host, registry=runtime.metrics.registry
+        settings.metrics_port,
+        addr=settings.metrics_host,
+        registry=runtime.metrics.registry,
     )
     logging.getLogger("presale").info(
         "campaign %s, metrics on %s:%d",
         settings.campaign_id,
-        settings.web_host,
+        settings.metrics_host,
         settings.metrics_port,
     )
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

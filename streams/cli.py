@@ -41,9 +41,7 @@ async def _report(settings: Settings, top: int | None) -> dict[str, Any]:
     from streams.kafka import lag, log_end_offsets
     from streams.store import RedisStore
 
-    store = RedisStore.from_url(
-        settings.redis_url, settings.redis_prefix, settings.rules
-    )
+    store = RedisStore.from_settings(settings)
     try:
         await store.ping()
         # In this order: Kafka's end offsets, then what Redis applied, then the
@@ -132,9 +130,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def run() -> int:
-        store = RedisStore.from_url(
-            settings.redis_url, settings.redis_prefix, settings.rules
-        )
+        store = RedisStore.from_settings(settings)
         try:
             await store.ping()
             return await store.reset()

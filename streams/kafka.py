@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from processors.events import INPUT_TOPICS
+from streams.connect import kafka_auth
 from streams.errors import KafkaUnavailable
 from streams.settings import Settings
 
@@ -19,6 +20,15 @@ OUTPUT_TOPICS = ("milestones", "alerts", "deadletter")
 
 def _unavailable(settings: Settings, exc: BaseException) -> KafkaUnavailable:
     detail = str(exc) or exc.__class__.__name__
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        # aiokafka reports a refused SASL login or TLS handshake only as a
+        # failed bootstrap: name what to check.
+        user = settings.kafka_sasl_username
+        detail += (
+            f" (security {settings.kafka_security_protocol}"
+            + (f", SASL user {user!r}" if user else "")
+            + ": is the broker up, and are the credentials and TLS files right?)"
+        )
     return KafkaUnavailable(
         f"cannot reach Kafka at {settings.kafka_bootstrap}: {detail}"
     )
@@ -27,7 +37,9 @@ def _unavailable(settings: Settings, exc: BaseException) -> KafkaUnavailable:
 async def ensure_topics(settings: Settings) -> None:
     """Create the input and output topics that do not exist yet."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
+        bootstrap_servers=settings.kafka_bootstrap,
+        request_timeout_ms=10_000,
+        **kafka_auth(settings),
     )
     try:
         await admin.start()
@@ -54,6 +66,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "linger_ms": 5,
         "max_batch_size": 262_144,
         "max_request_size": 1_048_576 * 4,
+        **kafka_auth(settings),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
@@ -72,7 +85,9 @@ async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduc
 async def log_end_offsets(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
     """The next offset to be written of every partition, as "short:partition"."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
+        bootstrap_servers=settings.kafka_bootstrap,
+        request_timeout_ms=10_000,
+        **kafka_auth(settings),
     )
     try:
         await consumer.start()

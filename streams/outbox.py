@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
+from streams.connect import kafka_auth
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -59,7 +60,9 @@ class OutboxPublisher:
     async def load_published(self) -> set[str]:
         """Every id already on the output topics (they are small: one per fact)."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            **kafka_auth(self.settings),
         )
         seen: set[str] = set()
         await consumer.start()

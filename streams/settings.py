@@ -7,9 +7,10 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from processors.counting import DAY_MS, CampaignRules
 from processors.surge import LastYear, SurgeRules, read_surge_baseline
@@ -110,6 +111,83 @@ def load_surge_baseline(path: str) -> LastYear:
         raise BaselineError(f"{path}: {exc}") from exc
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def _choice(
+    env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]
+) -> str:
+    value = (env.get(name) or default).strip().upper()
+    if value not in allowed:
+        msg = f"{name} must be one of {', '.join(allowed)}, got {value!r}"
+        raise SettingsError(msg)
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in _TRUE + _FALSE:
+        msg = f"{name} must be 1 or 0 (true or false), got {raw!r}"
+        raise SettingsError(msg)
+    return raw in _TRUE
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(name) or None
+    if path is not None and not Path(path).is_file():
+        msg = f"{name}: no such file {path!r}"
+        raise SettingsError(msg)
+    return path
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password replaced by ***, for messages and repr."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return "<unparsable URL>"
+    return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
+def _security(env: Mapping[str, str]) -> dict[str, Any]:
+    """The production settings: metrics address, Redis Cluster, AUTH and TLS."""
+    protocol = _choice(
+        env, "PRESALE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", KAFKA_SECURITY_PROTOCOLS
+    )
+    out: dict[str, Any] = {
+        "metrics_host": env.get("PRESALE_METRICS_HOST")
+        or env.get("PRESALE_WEB_HOST")
+        or "127.0.0.1",
+        "redis_cluster": _bool(env, "PRESALE_REDIS_CLUSTER"),
+        "redis_username": env.get("PRESALE_REDIS_USERNAME") or None,
+        "redis_password": env.get("PRESALE_REDIS_PASSWORD") or None,
+        "redis_tls_ca_file": _file(env, "PRESALE_REDIS_TLS_CA_FILE"),
+        "kafka_security_protocol": protocol,
+        "kafka_sasl_mechanism": _choice(
+            env, "PRESALE_KAFKA_SASL_MECHANISM", "PLAIN", KAFKA_SASL_MECHANISMS
+        ),
+        "kafka_sasl_username": env.get("PRESALE_KAFKA_SASL_USERNAME") or None,
+        "kafka_sasl_password": env.get("PRESALE_KAFKA_SASL_PASSWORD") or None,
+        "kafka_tls_ca_file": _file(env, "PRESALE_KAFKA_TLS_CA_FILE"),
+        "kafka_tls_cert_file": _file(env, "PRESALE_KAFKA_TLS_CERT_FILE"),
+        "kafka_tls_key_file": _file(env, "PRESALE_KAFKA_TLS_KEY_FILE"),
+    }
+    if protocol.startswith("SASL_") and not (
+        out["kafka_sasl_username"] and out["kafka_sasl_password"]
+    ):
+        msg = (
+            f"PRESALE_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+            "PRESALE_KAFKA_SASL_USERNAME and PRESALE_KAFKA_SASL_PASSWORD"
+        )
+        raise SettingsError(msg)
+    if bool(out["kafka_tls_cert_file"]) != bool(out["kafka_tls_key_file"]):
+        msg = "PRESALE_KAFKA_TLS_CERT_FILE and PRESALE_KAFKA_TLS_KEY_FILE go together"
+        raise SettingsError(msg)
+    return out
+
+
 def load_baseline(path: str) -> dict[str, int]:
     """Read `brand_id,first_hour_gmv_fen` (header line optional)."""
     baselines: dict[str, int] = {}
@@ -185,6 +263,20 @@ class Settings:
     surge: SurgeRules = field(default_factory=SurgeRules)  # PRESALE_SURGE_*
     surge_lateness_ms: int = 30_000  # PRESALE_SURGE_LATENESS_MS
     surge_baseline_csv: str | None = None  # PRESALE_SURGE_BASELINE_CSV
+    # Production: address of the metrics port, Redis Cluster, Redis and Kafka
+    # authentication and TLS (streams/connect.py builds the clients from them).
+    metrics_host: str = "127.0.0.1"  # PRESALE_METRICS_HOST (PRESALE_WEB_HOST if unset)
+    redis_cluster: bool = False  # PRESALE_REDIS_CLUSTER (1: the URL is a cluster node)
+    redis_username: str | None = None  # PRESALE_REDIS_USERNAME (over the URL's)
+    redis_password: str | None = field(default=None, repr=False)  # ..._REDIS_PASSWORD
+    redis_tls_ca_file: str | None = None  # PRESALE_REDIS_TLS_CA_FILE (rediss://)
+    kafka_security_protocol: str = "PLAINTEXT"  # PRESALE_KAFKA_SECURITY_PROTOCOL
+    kafka_sasl_mechanism: str = "PLAIN"  # PRESALE_KAFKA_SASL_MECHANISM
+    kafka_sasl_username: str | None = None  # PRESALE_KAFKA_SASL_USERNAME
+    kafka_sasl_password: str | None = field(default=None, repr=False)  # ..._PASSWORD
+    kafka_tls_ca_file: str | None = None  # PRESALE_KAFKA_TLS_CA_FILE
+    kafka_tls_cert_file: str | None = None  # PRESALE_KAFKA_TLS_CERT_FILE (mutual TLS)
+    kafka_tls_key_file: str | None = None  # PRESALE_KAFKA_TLS_KEY_FILE
     baselines_fen: Mapping[str, int] = field(default_factory=dict, compare=False)
     surge_last_year: LastYear = field(default_factory=dict, compare=False)
 
@@ -238,6 +330,7 @@ class Settings:
                 env, "PRESALE_SURGE_LATENESS_MS", d.surge_lateness_ms
             ),
             surge_baseline_csv=env.get("PRESALE_SURGE_BASELINE_CSV") or None,
+            **_security(env),
         )
         if load and settings.baseline_csv:
             settings = replace(
@@ -249,6 +342,18 @@ class Settings:
                 surge_last_year=load_surge_baseline(settings.surge_baseline_csv),
             )
         return settings
+
+    def __repr__(self) -> str:
+        # Secrets never reach a log: passwords are masked, in the URL too.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "redis_url":
+                value = mask_url(value)
+            elif not f.repr:
+                value = "***" if value else value
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def load(cls, settings_file: str | None = None, **overrides: Any) -> Settings:

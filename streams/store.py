@@ -9,7 +9,13 @@ from typing import Any, Final, Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    AuthenticationError,
+    NoScriptError,
+    RedisClusterException,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -17,8 +23,10 @@ from processors.counting import CampaignRules, Plan
 from processors.events import CHANNELS
 from processors.milestones import Milestone
 from processors.state import COUNTERS, Applied, CampaignState, Stale, apply_plan
+from streams.connect import redis_client
 from streams.errors import RedisUnavailable
 from streams.report import BrandRow, shape_report
+from streams.settings import Settings
 
 APPLY_LUA: Final = resources.files("streams").joinpath("lua/apply.lua").read_text()
 # A minute's traffic counts are kept a day after they were last written: the
@@ -138,6 +146,12 @@ class RedisStore:
         )
         return cls(client, prefix, rules)
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisStore:
+        """One Redis server or a Redis Cluster, with AUTH and TLS as configured."""
+        client: Any = redis_client(settings)
+        return cls(client, settings.redis_prefix, settings.rules)
+
     async def ping(self) -> None:
         """Fail with one readable line when Redis does not answer."""
         try:
@@ -150,6 +164,9 @@ class RedisStore:
             raise RedisUnavailable(msg) from exc
         except ResponseError as exc:
             msg = f"Redis refused the connection: {exc}"
+            raise RedisUnavailable(msg) from exc
+        except RedisClusterException as exc:  # no node answered, or not a cluster
+            msg = f"cannot use the Redis Cluster: {exc}"
             raise RedisUnavailable(msg) from exc
 
     async def close(self) -> None:
@@ -188,9 +205,11 @@ class RedisStore:
             pipe.smembers(p + "brands")
             pipe.zrange(p + "rank", 0, -1, withscores=True)
             pipe.hgetall(p + "ch")
-            pipe.pfcount(*(p + "u:ch:" + channel for channel in CHANNELS))
+            # PFCOUNT by name: redis-py's cluster pipeline refuses
+            # `.pfcount(*keys)` in case the keys span slots; ours share one.
+            pipe.execute_command("PFCOUNT", *(p + "u:ch:" + ch for ch in CHANNELS))
             for channel in CHANNELS:
-                pipe.pfcount(p + "u:ch:" + channel)
+                pipe.execute_command("PFCOUNT", p + "u:ch:" + channel)
             pipe.hgetall(p + "ms")
             pipe.hgetall(p + "dl")
             pipe.hgetall(p + "meta")
@@ -221,9 +240,10 @@ class RedisStore:
             for row in rows:
                 keys = [f"{p}u:bc:{row.brand_id}:{ch}" for ch in row.by_channel]
                 if keys:
-                    pipe.pfcount(*keys)  # the union: the brand's distinct buyers
+                    # the union: the brand's distinct buyers (one slot, as above)
+                    pipe.execute_command("PFCOUNT", *keys)
                     for key in keys:
-                        pipe.pfcount(key)
+                        pipe.execute_command("PFCOUNT", key)
             counts = iter(await pipe.execute())
         for row in rows:
             if row.by_channel:
@@ -252,7 +272,12 @@ class RedisStore:
         deleted = 0
         pattern = self.prefix.replace("{", "\\{").replace("}", "\\}") + "*"
         batch: list[bytes] = []
-        async for key in self.client.scan_iter(match=pattern, count=1000):
+        scan: dict[str, Any] = {"match": pattern, "count": 1000}
+        if isinstance(self.client, RedisCluster):
+            # Every key shares the campaign's hash tag: scan only the node that
+            # owns its slot (a cluster-wide SCAN would visit every primary).
+            scan["target_nodes"] = self.client.get_node_from_key(self.prefix + "off")
+        async for key in self.client.scan_iter(**scan):
             batch.append(key)
             if len(batch) >= 1000:
                 deleted += await self.client.unlink(*batch)

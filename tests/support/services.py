@@ -157,8 +157,9 @@ class Env:
 class Worker:
     """One `presale worker` subprocess."""
 
-    def __init__(self, env: Env, name: str = "w") -> None:
+    def __init__(self, env: Env, name: str = "w", loglevel: str = "warning") -> None:
         self.env = env
+        self.loglevel = loglevel
         self.web_port = free_port()
         self.metrics_port = free_port()
         log_dir = ROOT / "var" / "test-logs"
@@ -169,7 +170,14 @@ class Worker:
     def start(self, wait: bool = True) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--loglevel",
+                self.loglevel,
+            ],
             env=self.env.environ(
                 PRESALE_WEB_PORT=str(self.web_port),
                 PRESALE_METRICS_PORT=str(self.metrics_port),

@@ -1,0 +1,97 @@
+"""The Kafka SASL settings on a real broker: a second, throw-away Kafka whose
+only client listener is SASL_PLAINTEXT with PLAIN (started on free ports from the
+project's Kafka jars). With the right user every Kafka client of presale works
+(Faust's consumer, producer and admin, the worker's producer and outbox
+reader, replay, report's end offsets) and the `small` recording replays to the
+exact expected report; a wrong password is one clear line."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.compare import differences, milestone_set
+from tests.support.sasl_kafka import sasl_kafka
+from tests.support.services import ROOT, STREAMS, Env, Worker, recording_env
+
+pytestmark = pytest.mark.integration
+
+USER = "presale"
+PASSWORD = "kpw-" + secrets.token_hex(12)
+
+
+@pytest.fixture(scope="module")
+def sasl_port() -> Iterator[int]:
+    with sasl_kafka(USER, PASSWORD) as port:
+        yield port
+
+
+def _env(port: int, password: str) -> Env:
+    return Env(
+        {
+            **recording_env("small"),
+            "PRESALE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+            "PRESALE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "PRESALE_KAFKA_SASL_MECHANISM": "PLAIN",
+            "PRESALE_KAFKA_SASL_USERNAME": USER,
+            "PRESALE_KAFKA_SASL_PASSWORD": password,
+        }
+    )
+
+
+def _run(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=env.environ(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_sasl_plain_replay_is_exact(sasl_port: int) -> None:
+    """Right user and password: exact report (buyers within 2%), milestones
+    exact; the password is in no output."""
+    env = _env(sasl_port, PASSWORD)
+    worker = Worker(env, "sasl", loglevel="info").start()
+    try:
+        replayed = _run(env, "replay", "--quiet", str(STREAMS / "small.jsonl.gz"))
+        assert replayed.returncode == 0, replayed.stderr
+        live = env.wait_applied(alive=[worker], timeout=240)
+    finally:
+        worker.stop()
+    want = json.loads((STREAMS / "small.expected.json").read_text())
+    assert milestone_set(live) == milestone_set(want)
+    key = ("kind", "brand_id", "threshold_fen")
+    for r in (live, want):
+        r["milestones"] = sorted(r["milestones"], key=lambda m: [m[k] for k in key])
+    want["campaign"]["id"] = live["campaign"]["id"]
+    assert differences(live, want) == []
+    outputs = worker.tail(10_000_000) + replayed.stdout + replayed.stderr
+    assert PASSWORD not in outputs
+
+
+def test_sasl_wrong_password_is_one_line(sasl_port: int) -> None:
+    """A wrong password: `presale report`, `replay` and `worker` exit non-zero
+    with one line and no traceback, and do not show the password."""
+    wrong = "wrong-" + secrets.token_hex(8)
+    env = _env(sasl_port, wrong)
+    for args in (
+        ("report", "--json"),
+        ("replay", "--quiet", str(STREAMS / "small.jsonl.gz")),
+        ("worker", "--loglevel", "info"),
+    ):
+        done = _run(env, *args)
+        assert done.returncode != 0, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, done.stderr[-3000:])
+        assert lines[0].startswith("presale: error: "), lines
+        assert "Kafka" in lines[0] and "credentials" in lines[0], lines
+        assert f"SASL user '{USER}'" in lines[0], lines
+        assert wrong not in done.stdout + done.stderr
