@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-# Batches run from one record to PRESALE_BATCH_MAX_RECORDS (20,000 by default).
+# Batches run from one record to PRESALE_BATCH_MAX_RECORDS (40,000 by default).
 _BATCH_SIZES = (1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
 # A batch should take well under the 1 s freshness budget.
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -258,7 +258,7 @@ class Settings:
     dedupe_horizon_ms: int = DAY_MS  # PRESALE_DEDUPE_HORIZON_MS
     dedupe_shards: int = 16_384  # PRESALE_DEDUPE_SHARDS
     max_record_bytes: int = 65_536  # PRESALE_MAX_RECORD_BYTES
-    batch_max_records: int = 20_000  # PRESALE_BATCH_MAX_RECORDS
+    batch_max_records: int = 40_000  # PRESALE_BATCH_MAX_RECORDS
     data_dir: str = "var/faust"  # PRESALE_DATA_DIR (the Faust worker's own files)
     surge: SurgeRules = field(default_factory=SurgeRules)  # PRESALE_SURGE_*
     surge_lateness_ms: int = 30_000  # PRESALE_SURGE_LATENESS_MS

@@ -90,16 +90,24 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "w": plan.clock_ms,
             "h": rules.dedupe_horizon_ms,
             "s": rules.dedupe_shards,
-            "m": [
-                [str(minute), f"{scope}|{key}", n]
-                for (minute, scope, key), n in plan.traffic.items()
-            ],
+            "m": _traffic_by_minute(plan),
             "mt": TRAFFIC_TTL_MS,
             "sc": plan.high_ts_ms,
             "ow": plan.out_of_window,
             "dl": plan.rejected,
         }
     )
+
+
+def _traffic_by_minute(plan: Plan) -> dict[str, list[list[Any]]]:
+    """The plan's traffic as minute -> [["scope|key", records], ...]."""
+    by_minute: dict[str, list[list[Any]]] = {}
+    for (minute, scope, key), n in plan.traffic.items():
+        cells = by_minute.get(str(minute))
+        if cells is None:
+            cells = by_minute[str(minute)] = []
+        cells.append([f"{scope}|{key}", n])
+    return by_minute
 
 
 def _int_map(raw: Mapping[bytes, bytes]) -> dict[str, int]:
