@@ -239,21 +239,28 @@ def _fast(obj: dict[str, Any], topic: str) -> Event | None:
         type(amount_fen) is int and 0 <= amount_fen <= MAX_AMOUNT_FEN
     ):
         return None
-    return Event(
-        event_id,
-        kind,
-        ts_ms,
-        user_id,
-        brand_id,
-        channel,
-        room_id,
-        "unknown" if region is None else region,
-        bool(vip),
-        1 if qty is None else qty,
-        order_id,
-        0 if amount_fen is None else amount_fen,
-        sku_id,
+    # tuple.__new__ directly: half the cost of Event(...)'s generated __new__.
+    return _new_tuple(
+        Event,
+        (
+            event_id,
+            kind,
+            ts_ms,
+            user_id,
+            brand_id,
+            channel,
+            room_id,
+            "unknown" if region is None else region,
+            bool(vip),
+            1 if qty is None else qty,
+            order_id,
+            0 if amount_fen is None else amount_fen,
+            sku_id,
+        ),
     )
+
+
+_new_tuple: Final = tuple.__new__
 
 
 def validate(obj: Any, topic: str) -> Event | Rejection:

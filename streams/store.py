@@ -29,9 +29,9 @@ from streams.report import BrandRow, shape_report
 from streams.settings import Settings
 
 APPLY_LUA: Final = resources.files("streams").joinpath("lua/apply.lua").read_text()
-# A minute's traffic counts are kept a day after they were last written: the
-# surge judge needs the last few minutes only (docs/alerts.md).
-TRAFFIC_TTL_MS: Final = 86_400_000
+# A minute's traffic counts are kept two hours after they were last written:
+# the surge judge needs the last dozen minutes only (docs/alerts.md).
+TRAFFIC_TTL_MS: Final = 7_200_000
 
 
 class Store(Protocol):

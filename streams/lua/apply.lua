@@ -48,16 +48,16 @@ for minute, cells in pairs(plan.m) do
   local mk = P .. "sm:" .. minute
   for i = 1, #cells, 4000 do
     local j = math.min(i + 3999, #cells)
-    local fields = {}
+    local fields, args, n = {}, {}, 0
     for k = i, j do
-      fields[#fields + 1] = cells[k][1]
+      fields[k - i + 1] = cells[k][1]
     end
     local current = redis.call("HMGET", mk, unpack(fields))
-    local args = {}
     for k = i, j do
       local v = current[k - i + 1]
-      args[#args + 1] = cells[k][1]
-      args[#args + 1] = fmt((v and tonumber(v) or 0) + cells[k][2])
+      args[n + 1] = fields[k - i + 1]
+      args[n + 2] = (v and tonumber(v) or 0) + cells[k][2]  -- an integer < 2^53
+      n = n + 2
     end
     redis.call("HSET", mk, unpack(args))
   end
