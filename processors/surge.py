@@ -68,14 +68,13 @@ LastYear = Mapping[tuple[str, str, int], int]
 
 
 def scope_keys(event: Event) -> tuple[ScopeKey, ...]:
-    """The (scope, key) pairs one valid, counted (in-window, first-seen) event
-    adds one to.
+    """The (scope, key) pairs one valid, in-window event adds one to.
 
     Clicks, carts and orders are traffic; each counts for its brand and its
     channel, a livestream one also for its room, and an order in the flash_sale
     channel also for its brand's flash-sale orders. Cancels count for nothing.
-    Counting once per counted fact (after the dedupe of CONTRACT section 3) means
-    a producer's duplicates or a replay never make a surge.
+    The worker counts traffic as delivered, once per Kafka record (in the same
+    atomic step as the offsets): a producer's duplicate is traffic too.
     """
     if event.type not in TRAFFIC_TYPES:
         return ()
