@@ -115,9 +115,10 @@ class Plan:
     # The batch's median counted event time, 0 if none: it moves the dedupe
     # watermark, so one event with a far-future ts cannot make the store forget.
     clock_ms: int
-    # The batch's 99th-percentile counted event time, 0 if none: it moves the
-    # surge judge's clock (streams/alerts.py), which a few stray events cannot.
-    high_ts_ms: int
+    # "topic:partition" -> the latest counted event time of its records here:
+    # the surge judge's clock is the slowest active partition's
+    # (streams/alerts.py), so no minute is judged before every partition is past.
+    highs: dict[str, int]
     out_of_window: int
     rejected: dict[str, int]  # reason -> records
     # (topic short name, event type or "invalid") -> records the plan covers
@@ -172,6 +173,7 @@ def plan_batch(
     # common ones are counted from the plan's lists at the end.
     unusual: dict[tuple[str, str], int] = {}
     counted_ts: list[int] = []
+    highs: dict[str, int] = {}
     # (minute, brand index, channel index) -> click/cart/order records; rooms and
     # flash-sale orders apart (few): folded into surge scopes at the end.
     # An int key (minute index, brand, channel) hashes faster than a tuple;
@@ -214,6 +216,8 @@ def plan_batch(
             unusual[key] = unusual.get(key, 0) + 1
             continue
         counted_ts.append(ts_ms)
+        if ts_ms > highs.get(tp, 0):
+            highs[tp] = ts_ms
         brand = brand_index.get(decoded.brand_id)
         if brand is None:
             brand = brand_index[decoded.brand_id] = len(brand_index)
@@ -299,7 +303,7 @@ def plan_batch(
         targets=targets,
         max_ts_ms=counted_ts[-1] if counted_ts else 0,
         clock_ms=counted_ts[len(counted_ts) // 2] if counted_ts else 0,
-        high_ts_ms=counted_ts[len(counted_ts) * 99 // 100] if counted_ts else 0,
+        highs=highs,
         out_of_window=out_of_window,
         rejected=rejected,
         inputs=inputs,

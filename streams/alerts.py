@@ -3,14 +3,15 @@
 The atomic step of every batch adds its traffic to one Redis hash per event-time
 minute (`sm:<minute>`, fields `scope|key`) and indexes the minute (`sm:idx`),
 exactly once with its offsets. The judge, a task of every worker, waits until
-a minute is complete — the campaign's surge clock (the highest 99th-percentile
-event time of a batch, never ahead of the wall clock) is past the minute's end plus
-`PRESALE_SURGE_LATENESS_MS` — then judges it with `processors.surge` and raises
-its alerts through `lua/raise.lua`, which advances the "judged through" cursor
-and applies the cooldown atomically. Minutes are judged once each, in order, by
-whichever worker gets there first; an alert goes to the Redis stream
-`<prefix>alerts`, to the outbox (so to `presale.alerts`, exactly once) and to
-`presale_alerts_total` on the worker that raised it.
+a minute is complete — the campaign's surge clock (the latest event time of
+its slowest active input partition, never ahead of the wall clock) is past the
+minute's end plus `PRESALE_SURGE_LATENESS_MS` — then judges it with
+`processors.surge` and raises its alerts through `lua/raise.lua`, which
+advances the "judged through" cursor and applies the cooldown atomically.
+Minutes are judged once each, in order, by whichever worker gets there first;
+an alert goes to the Redis stream `<prefix>alerts`, to the outbox (so to
+`presale.alerts`, exactly once) and to `presale_alerts_total` on the worker
+that raised it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any, Final
 
@@ -40,6 +42,9 @@ from streams.metrics import Metrics
 log = logging.getLogger(__name__)
 
 RAISE_LUA: Final = resources.files("streams").joinpath("lua/raise.lua").read_text()
+# A partition that has not moved for this long (wall clock) stops holding the
+# surge clock back: a quiet partition must not stop the judging.
+IDLE_MS: Final = 60_000
 # How often an idle judge looks again (a batch applied wakes it at once).
 _IDLE_S: Final = 1.0
 
@@ -61,6 +66,20 @@ def alert_record(c: Candidate, raised_at_ms: int) -> dict[str, Any]:
 
 def alert_json(c: Candidate, raised_at_ms: int) -> str:
     return orjson.dumps(alert_record(c, raised_at_ms)).decode()
+
+
+def surge_clock(entries: Iterable[bytes]) -> int:
+    """The campaign's surge clock from its partitions' "event_ms:wall_ms" entries:
+    the slowest partition's event time, among the partitions that moved within
+    IDLE_MS of the latest one (a partition gone quiet does not hold it back)."""
+    parsed = []
+    for raw in entries:
+        ts, _, wall = raw.decode().partition(":")
+        parsed.append((int(ts), int(wall or 0)))
+    if not parsed:
+        return 0
+    newest = max(wall for _, wall in parsed)
+    return min(ts for ts, wall in parsed if wall >= newest - IDLE_MS)
 
 
 def _scope_key(field: bytes) -> ScopeKey:
@@ -111,11 +130,9 @@ class SurgeJudge:
     async def judge(self) -> list[dict[str, Any]]:
         """Judge every complete minute not judged yet; returns the alerts raised."""
         meta = self.prefix + "meta"
-        values: list[Any] = await self.client.hmget(
-            meta, ["surge_clock_ms", "surge_through"]
-        )
-        clock, through = values
-        complete_before = int(clock or 0) - MINUTE_MS - self.lateness_ms
+        through: Any = await self.client.hget(meta, "surge_through")
+        clocks: Any = await self.client.hgetall(self.prefix + "clock")
+        complete_before = surge_clock(clocks.values()) - MINUTE_MS - self.lateness_ms
         low = f"({int(through)}" if through is not None else "-inf"
         pending: list[Any] = await self.client.zrangebyscore(
             self.prefix + "sm:idx", low, complete_before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from processors.counting import CampaignRules
@@ -148,4 +149,30 @@ def table(report: Mapping[str, Any]) -> Any:
             f"{b['orders']:,}",
             f"{b['clicks']:,}",
         )
-    return Group(head, brands)
+    alerts = report.get("alerts") or []
+    head.add_row("surge alerts", f"{len(alerts):,}", "", "")
+    if not alerts:
+        return Group(head, brands)
+    feed = Table(title="newest surge alerts")
+    for col in (
+        "minute (UTC)",
+        "scope",
+        "key",
+        "observed",
+        "baseline",
+        "x",
+        "severity",
+    ):
+        feed.add_column(col, justify="right" if col in ("observed", "x") else "left")
+    for a in sorted(alerts, key=lambda a: a["minute_ms"], reverse=True)[:10]:
+        minute = datetime.fromtimestamp(a["minute_ms"] / 1000, tz=UTC)
+        feed.add_row(
+            minute.strftime("%m-%d %H:%M"),
+            a["scope"],
+            a["key"],
+            f"{a['observed']:,}",
+            f"{a['baseline']:,.1f}",
+            f"{a['ratio']:.2f}",
+            a["severity"],
+        )
+    return Group(head, brands, feed)

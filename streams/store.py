@@ -92,7 +92,7 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "s": rules.dedupe_shards,
             "m": _traffic_by_minute(plan),
             "mt": TRAFFIC_TTL_MS,
-            "sc": plan.high_ts_ms,
+            "pc": plan.highs or {"": 0},  # an object, even when empty
             "ow": plan.out_of_window,
             "dl": plan.rejected,
         }

@@ -64,13 +64,19 @@ for minute, cells in pairs(plan.m) do
   redis.call("PEXPIRE", mk, plan.mt)
   redis.call("ZADD", P .. "sm:idx", minute, minute)
 end
--- The surge clock: the latest batch's 99th-percentile event time, never ahead
--- of the wall clock (so one event from a wrong clock cannot end minutes early).
-if plan.sc > 0 then
-  local clock = math.min(plan.sc, tonumber(now_ms))
-  local surge_clock = tonumber(redis.call("HGET", P .. "meta", "surge_clock_ms") or "0")
-  if clock > surge_clock then
-    redis.call("HSET", P .. "meta", "surge_clock_ms", fmt(clock))
+-- The surge clock, per partition: its latest counted event time, never ahead of
+-- the wall clock (an event from a wrong clock cannot end minutes early), with
+-- the wall time it moved. The judge takes the slowest active partition's.
+local clock_key = P .. "clock"
+for tp, high in pairs(plan.pc) do
+  if tp ~= "" and high > 0 then
+    local ts = math.min(high, tonumber(now_ms))
+    local old = redis.call("HGET", clock_key, tp)
+    local old_ts = old and tonumber(string.match(old, "^(%d+)")) or 0
+    if old_ts > ts then
+      ts = old_ts
+    end
+    redis.call("HSET", clock_key, tp, fmt(ts) .. ":" .. now_ms)
   end
 end
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -250,3 +251,42 @@ def test_memory_report_brand_detail() -> None:
     assert b1["baseline_first_hour_gmv_fen"] == 700
     assert b1["by_channel"]["other"]["gross_gmv_fen"] == 300
     assert report["totals"]["buyers"] == 5
+
+
+def _render(report: dict[str, Any]) -> str:
+    from rich.console import Console
+
+    from streams.report import table
+
+    with open(os.devnull, "w") as sink:
+        console = Console(width=120, record=True, file=sink)
+        console.print(table(report))
+    return console.export_text()
+
+
+def test_table_shows_the_newest_surge_alerts() -> None:
+    """The report table counts the alerts and lists the newest first (by
+    minute); with none it says 0 and shows no alerts table."""
+    minute = 1_760_530_260_000  # 2025-10-15 12:11 UTC
+    alerts = [
+        {
+            "alert_id": f"room:r{i}:{minute + i * 60_000}",
+            "scope": "room",
+            "key": f"r{i}",
+            "minute_ms": minute + i * 60_000,
+            "observed": 250 + i,
+            "baseline": 100.0,
+            "ratio": 2.5,
+            "severity": "critical",
+            "raised_at_ms": minute + 120_000,
+        }
+        for i in range(3)
+    ]
+    text = _render(shape(alerts=alerts))
+    assert "surge alerts" in text and "newest surge alerts" in text
+    rows = [line for line in text.splitlines() if " room " in line]
+    cells = [[c.strip() for c in r.split("│") if c.strip()] for r in rows]
+    assert [c[2] for c in cells] == ["r2", "r1", "r0"]
+    assert "10-15 12:13" in rows[0] and "critical" in rows[0]
+    empty = _render(shape())
+    assert "surge alerts" in empty and "newest surge alerts" not in empty
