@@ -190,11 +190,14 @@ def plan_batch(
     channel_index = CHANNEL_INDEX
     space = _SPACE
     last_tp = topic = ""
-    before = last = -1
+    before = last = high = -1
     for tp, offset, decoded in records:
         if tp != last_tp:  # records come in runs of one partition
             if last_tp and last > before:
                 offsets[last_tp] = (before, max(last, offsets.get(last_tp, (0, -1))[1]))
+            if high > highs.get(last_tp, 0):
+                highs[last_tp] = high
+            high = highs.get(tp, 0)
             last_tp = tp
             topic = tp.partition(":")[0]
             before = applied.get(tp, -1)
@@ -216,8 +219,8 @@ def plan_batch(
             unusual[key] = unusual.get(key, 0) + 1
             continue
         counted_ts.append(ts_ms)
-        if ts_ms > highs.get(tp, 0):
-            highs[tp] = ts_ms
+        if ts_ms > high:
+            high = ts_ms
         brand = brand_index.get(decoded.brand_id)
         if brand is None:
             brand = brand_index[decoded.brand_id] = len(brand_index)
@@ -266,6 +269,8 @@ def plan_batch(
             )
     if last_tp and last > before:
         offsets[last_tp] = (before, max(last, offsets.get(last_tp, (0, -1))[1]))
+    if high > highs.get(last_tp, 0):
+        highs[last_tp] = high
     brands = list(brand_index)
     first_hour_brands = {line.brand for line in orders if line.first_hour}
     targets = {b: rules.targets(brands[b]) for b in first_hour_brands}

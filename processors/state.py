@@ -46,8 +46,6 @@ class CampaignState:
     milestones: dict[str, Milestone] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     out_of_window: int = 0
-    # minute_ms -> (scope, key) -> traffic (processors/surge.py)
-    traffic: dict[int, dict[tuple[str, str], int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +89,6 @@ def apply_plan(
     for reason, n in plan.rejected.items():
         state.dead_letters[reason] = state.dead_letters.get(reason, 0) + n
     state.out_of_window += plan.out_of_window
-    for (minute, surge_scope, surge_key), n in plan.traffic.items():
-        cell = state.traffic.setdefault(minute, {})
-        cell[surge_scope, surge_key] = cell.get((surge_scope, surge_key), 0) + n
     state.watermark_ms = max(state.watermark_ms, plan.clock_ms)
     gen = dedupe_generation(state.watermark_ms, rules.dedupe_horizon_ms)
     for old in [g for g in state.seen if g < gen - 1]:

@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from processors.counting import CampaignRules
-from processors.milestones import GMV_THRESHOLD, YOY_DOUBLE
 from processors.state import COUNTERS
 from streams.metrics import Metrics
-from streams.store import _int_map, _split_channels
+from streams.report import campaign_block, first_hour_summary, milestone_order
+from streams.store import _int_map, _split_channels, decode_alerts
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,6 @@ def parse_top(raw: str | None, default: int = DEFAULT_TOP) -> int:
     if raw is None or not raw.strip().isdigit():
         return default
     return max(1, min(MAX_TOP, int(raw)))
-
-
-def _alert(fields: Mapping[bytes, bytes]) -> dict[str, Any] | None:
-    raw = fields.get(b"value")
-    if raw is None:
-        return None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 async def read_live(
@@ -120,41 +109,19 @@ async def read_live(
     channels = _split_channels(_int_map(channels_raw))
     totals = {c: sum(ch[c] for ch in channels.values()) for c in COUNTERS}
     milestones = [orjson.loads(v) for v in ms_raw.values()]
-    reached = {str(t): 0 for t in rules.thresholds_fen}
-    doubled = 0
-    for m in milestones:
-        if m["kind"] == GMV_THRESHOLD and str(m["threshold_fen"]) in reached:
-            reached[str(m["threshold_fen"])] += 1
-        elif m["kind"] == YOY_DOUBLE:
-            doubled += 1
-    newest = sorted(
-        milestones,
-        key=lambda m: (
-            m["crossed_at_ms"],
-            m["kind"],
-            m["brand_id"],
-            m["threshold_fen"],
-        ),
-        reverse=True,
-    )[:recent]
-    alerts = [a for a in (_alert(fields) for _id, fields in alerts_raw) if a]
+    newest = sorted(milestones, key=milestone_order, reverse=True)[:recent]
     meta_ints = _int_map(meta)
     return {
-        "campaign": {
-            "id": rules.campaign_id,
-            "start_ms": rules.start_ms,
-            "end_ms": rules.end_ms,
-            "first_hour_end_ms": rules.first_hour_end_ms,
-        },
+        "campaign": campaign_block(rules),
         "totals": totals,
         "channels": {ch: channels[ch]["gross_gmv_fen"] for ch in sorted(channels)},
-        "first_hour": {"brands_reached": reached, "brands_doubled": doubled},
+        "first_hour": first_hour_summary(milestones, rules),
         "brand_count": int(n_brands),
         "brands": brands,
         "milestone_count": len(milestones),
         "milestones": newest,
         "alert_count": int(n_alerts),
-        "alerts": alerts,
+        "alerts": decode_alerts(alerts_raw),
         "dead_letters": sum(_int_map(dl).values()),
         "watermark_ms": meta_ints.get("watermark_ms", 0),
         "consumer_lag": None,

@@ -32,6 +32,48 @@ def _block(counters: Mapping[str, int], buyers: int) -> dict[str, int]:
     }
 
 
+def campaign_block(rules: CampaignRules) -> dict[str, Any]:
+    return {
+        "id": rules.campaign_id,
+        "start_ms": rules.start_ms,
+        "end_ms": rules.end_ms,
+        "first_hour_end_ms": rules.first_hour_end_ms,
+    }
+
+
+def first_hour_summary(
+    milestones: list[dict[str, Any]], rules: CampaignRules
+) -> dict[str, Any]:
+    """Brands that reached each threshold, and brands that doubled last year."""
+    reached = {str(t): 0 for t in rules.thresholds_fen}
+    doubled = 0
+    for m in milestones:
+        if m["kind"] == GMV_THRESHOLD and str(m["threshold_fen"]) in reached:
+            reached[str(m["threshold_fen"])] += 1
+        elif m["kind"] == YOY_DOUBLE:
+            doubled += 1
+    return {"brands_reached": reached, "brands_doubled": doubled}
+
+
+def milestone_order(m: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Milestones in the order they were crossed."""
+    return (m["crossed_at_ms"], m["kind"], m["brand_id"], m["threshold_fen"])
+
+
+def totals_rows(t: Mapping[str, int]) -> list[tuple[str, str, str, str]]:
+    """The money and traffic lines both terminal views open with."""
+    return [
+        ("gross GMV", yuan(t["gross_gmv_fen"]), "net GMV", yuan(t["net_gmv_fen"])),
+        (
+            "first-hour gross",
+            yuan(t["first_hour_gross_gmv_fen"]),
+            "orders",
+            f"{t['orders']:,}",
+        ),
+        ("clicks", f"{t['clicks']:,}", "carts", f"{t['carts']:,}"),
+    ]
+
+
 def shape_report(
     *,
     rules: CampaignRules,
@@ -46,26 +88,14 @@ def shape_report(
     watermark_ms: int,
     alerts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    reached = {str(t): 0 for t in rules.thresholds_fen}
-    doubled = 0
-    for m in milestones:
-        if m["kind"] == GMV_THRESHOLD and str(m["threshold_fen"]) in reached:
-            reached[str(m["threshold_fen"])] += 1
-        elif m["kind"] == YOY_DOUBLE:
-            doubled += 1
     return {
-        "campaign": {
-            "id": rules.campaign_id,
-            "start_ms": rules.start_ms,
-            "end_ms": rules.end_ms,
-            "first_hour_end_ms": rules.first_hour_end_ms,
-        },
+        "campaign": campaign_block(rules),
         "totals": _block(totals, buyers),
         "channels": {
             ch: _block(channels[ch], channel_buyers.get(ch, 0))
             for ch in sorted(channels)
         },
-        "first_hour": {"brands_reached": reached, "brands_doubled": doubled},
+        "first_hour": first_hour_summary(milestones, rules),
         "brands": [
             {
                 "brand_id": row.brand_id,
@@ -78,15 +108,7 @@ def shape_report(
             }
             for row in brands
         ],
-        "milestones": sorted(
-            milestones,
-            key=lambda m: (
-                m["crossed_at_ms"],
-                m["kind"],
-                m["brand_id"],
-                m["threshold_fen"],
-            ),
-        ),
+        "milestones": sorted(milestones, key=milestone_order),
         # In the order raised, which is minute order (streams/alerts.py).
         "alerts": list(alerts or []),
         "dead_letters": sum(dead_letters.values()),
@@ -110,16 +132,8 @@ def table(report: Mapping[str, Any]) -> Any:
     camp = report["campaign"]
     t = report["totals"]
     head = Table(title=f"presale {camp['id']}", show_header=False, box=None)
-    head.add_row(
-        "gross GMV", yuan(t["gross_gmv_fen"]), "net GMV", yuan(t["net_gmv_fen"])
-    )
-    head.add_row(
-        "first-hour gross",
-        yuan(t["first_hour_gross_gmv_fen"]),
-        "orders",
-        f"{t['orders']:,}",
-    )
-    head.add_row("clicks", f"{t['clicks']:,}", "carts", f"{t['carts']:,}")
+    for row in totals_rows(t):
+        head.add_row(*row)
     head.add_row("buyers (≈)", f"{t['buyers']:,}", "cancels", f"{t['cancels']:,}")
     fh = report["first_hour"]
     reached = ", ".join(

@@ -114,9 +114,9 @@ def _int_map(raw: Mapping[bytes, bytes]) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
-def _alerts(entries: list[Any]) -> list[dict[str, Any]]:
+def decode_alerts(entries: list[Any]) -> list[dict[str, Any]]:
     """The alerts stream's records; an entry that is not a JSON object (only
-    a hand-written one could be) is skipped, as the live page does."""
+    a hand-written one could be) is skipped."""
     alerts = []
     for _id, fields in entries:
         try:
@@ -273,7 +273,7 @@ class RedisStore:
             dead_letters=_int_map(dead_raw),
             out_of_window=meta.get("out_of_window", 0),
             watermark_ms=meta.get("watermark_ms", 0),
-            alerts=_alerts(alerts_raw),
+            alerts=decode_alerts(alerts_raw),
         )
 
     async def reset(self) -> int:

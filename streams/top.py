@@ -14,7 +14,7 @@ from processors.events import INPUT_TOPICS
 from streams.errors import PresaleError
 from streams.kafka import lag, log_end_offsets
 from streams.live import read_live
-from streams.report import yuan
+from streams.report import totals_rows, yuan
 from streams.settings import Settings
 from streams.store import RedisStore
 
@@ -36,16 +36,8 @@ def frame(view: Mapping[str, Any], status: str = "") -> Any:
     head = Table.grid(padding=(0, 2))
     for _ in range(4):
         head.add_column()
-    head.add_row(
-        "gross GMV", yuan(t["gross_gmv_fen"]), "net GMV", yuan(t["net_gmv_fen"])
-    )
-    head.add_row(
-        "first-hour gross",
-        yuan(t["first_hour_gross_gmv_fen"]),
-        "orders",
-        f"{t['orders']:,}",
-    )
-    head.add_row("clicks", f"{t['clicks']:,}", "carts", f"{t['carts']:,}")
+    for row in totals_rows(t):
+        head.add_row(*row)
     head.add_row(
         "brands selling",
         f"{view['brand_count']:,}",
@@ -131,9 +123,7 @@ async def run_top(settings: Settings, top: int, interval_s: float, once: bool) -
     from rich.live import Live
 
     console = Console()
-    store = RedisStore.from_url(
-        settings.redis_url, settings.redis_prefix, settings.rules
-    )
+    store = RedisStore.from_settings(settings)
     try:
         await store.ping()
         view = await read_view(store, settings, top)

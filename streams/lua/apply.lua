@@ -176,7 +176,7 @@ for shard, list in pairs(by_shard) do
 end
 
 -- An id counts once: its first occurrence in the batch, if Redis had not seen it.
-local function first_seen(_shard, member)
+local function first_seen(member)
   if fresh_ids[member] then
     fresh_ids[member] = nil
     return true
@@ -220,7 +220,7 @@ for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
     local fresh = 0
     local shards, members = tally[3], tally[4]
     for i = 1, #shards do
-      if first_seen(shards[i], members[i]) then
+      if first_seen(members[i]) then
         fresh = fresh + 1
       end
     end
@@ -234,7 +234,7 @@ end
 
 for _, r in ipairs(plan.r) do
   -- {brand, channel, shard, member, amount, qty, vip, user, ts, first_hour}
-  if first_seen(r[3], r[4]) then
+  if first_seen(r[4]) then
     new_events = new_events + 1
     local t, k = counters(r[1], r[2])
     add(t, "orders", 1)
@@ -264,7 +264,7 @@ end
 
 for _, x in ipairs(plan.x) do
   -- {brand, channel, shard, member, amount}
-  if first_seen(x[3], x[4]) then
+  if first_seen(x[4]) then
     new_events = new_events + 1
     local t = counters(x[1], x[2])
     add(t, "cancels", 1)
