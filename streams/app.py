@@ -102,6 +102,7 @@ def create_app(
         web_in_thread=False,
     )
     app.batch_topics = frozenset(settings.topic(t) for t in INPUT_TOPICS)
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     app.batch_handler = pipeline.on_batch
     app.offset_loader = pipeline.load_offsets
     app.batch_flush = pipeline.flush

@@ -47,6 +47,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         assert isinstance(self.app, BatchApp)
         return self.app
 
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def on_start(self) -> None:
         await super().on_start()
         if self.batch_app.batch_startup is not None:
@@ -127,6 +130,24 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 raise
 
 
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, with the broker's fetch wait set by the app.
+
+    aiokafka keeps one fetch request in flight per broker, for the partitions
+    with nothing buffered. When those are drained (at the end of their log)
+    the broker holds the request up to `fetch_max_wait_ms`, which Faust fixes
+    at 1,500 ms, while the partitions that do have data wait for it to come
+    back: measured here, the worker sat idle 0.9 s of every 1.9 s.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        app = self.app
+        assert isinstance(app, BatchApp)
+        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms  # read by start()
+        return consumer
+
+
 class BatchTransport(faust_aiokafka.Transport):
     Consumer = BatchConsumer
 
@@ -135,6 +156,7 @@ class BatchApp(faust.App):
     """A Faust app whose input topics are drained in batches by one handler."""
 
     batch_topics: frozenset[str] = frozenset()
+    fetch_max_wait_ms: int = 20
     batch_handler: BatchHandler | None = None
     offset_loader: OffsetLoader | None = None
     # Settles the handler's step in flight: when idle, before a rebalance.

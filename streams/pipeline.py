@@ -197,14 +197,26 @@ class Pipeline:
             return None
         for name, (_before, last) in plan.offsets.items():
             self.applied[name] = last
-        self.inflight = _Inflight(
-            batch, records, plan, started, asyncio.ensure_future(self._apply(plan))
-        )
-        # Let the step go out now: the consumer hands us the next batch without
-        # yielding to the loop, so without this the step would only be sent
-        # after that batch is decoded and planned, and nothing would overlap.
-        await asyncio.sleep(0)
+        # Sent in full before the next batch is planned (store.send), so Redis
+        # applies this step while the worker plans the next one.
+        self.inflight = _Inflight(batch, records, plan, started, await self._send(plan))
         return None
+
+    async def _send(self, plan: Plan) -> asyncio.Future[Applied | Stale]:
+        t0 = time.perf_counter()
+        try:
+            outcome = await self.store.send(plan, int(time.time() * 1000))
+        except TRANSIENT as exc:  # settled like a step whose answer was lost
+            failed: asyncio.Future[Applied | Stale] = asyncio.Future()
+            failed.set_exception(exc)
+            return failed
+
+        async def settled() -> Applied | Stale:
+            result = await outcome
+            self.metrics.redis_seconds.observe(time.perf_counter() - t0)
+            return result
+
+        return asyncio.ensure_future(settled())
 
     async def _apply(self, plan: Plan) -> Applied | Stale:
         t0 = time.perf_counter()

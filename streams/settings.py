@@ -259,6 +259,10 @@ class Settings:
     dedupe_shards: int = 16_384  # PRESALE_DEDUPE_SHARDS
     max_record_bytes: int = 65_536  # PRESALE_MAX_RECORD_BYTES
     batch_max_records: int = 40_000  # PRESALE_BATCH_MAX_RECORDS
+    # How long the broker may hold a fetch that finds no new data (Faust fixes
+    # 1,500 ms; streams/batching.py): a fetch of drained partitions holds up
+    # the next one of partitions that do have data, the worker then starves.
+    fetch_max_wait_ms: int = 20  # PRESALE_FETCH_MAX_WAIT_MS
     data_dir: str = "var/faust"  # PRESALE_DATA_DIR (the Faust worker's own files)
     surge: SurgeRules = field(default_factory=SurgeRules)  # PRESALE_SURGE_*
     surge_lateness_ms: int = 30_000  # PRESALE_SURGE_LATENESS_MS
@@ -323,6 +327,9 @@ class Settings:
             ),
             batch_max_records=_int(
                 env, "PRESALE_BATCH_MAX_RECORDS", d.batch_max_records, low=1
+            ),
+            fetch_max_wait_ms=_int(
+                env, "PRESALE_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, low=0
             ),
             data_dir=env.get("PRESALE_DATA_DIR", d.data_dir),
             surge=_surge_rules(env),

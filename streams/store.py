@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from importlib import resources
 from typing import Any, Final, Protocol
 
@@ -43,6 +43,10 @@ class Store(Protocol):
 
     async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
         """Apply one plan atomically with its offsets, or refuse it as stale."""
+        ...
+
+    async def send(self, plan: Plan, now_ms: int) -> Awaitable[Applied | Stale]:
+        """Start `apply`: returns, once the step is sent, what waits for it."""
         ...
 
     async def report(self, top: int | None = None) -> dict[str, Any]:
@@ -108,6 +112,14 @@ def _traffic_by_minute(plan: Plan) -> dict[str, list[list[Any]]]:
             cells = by_minute[str(minute)] = []
         cells.append([f"{scope}|{key}", n])
     return by_minute
+
+
+def _outcome(result: list[Any]) -> Applied | Stale:
+    """What `lua/apply.lua` answered."""
+    if result[0] == b"stale":
+        return Stale(result[1].decode(), int(result[2]))
+    milestones = [Milestone(**orjson.loads(r)) for r in result[3:]]
+    return Applied(milestones, int(result[1]), int(result[2]))
 
 
 def _int_map(raw: Mapping[bytes, bytes]) -> dict[str, int]:
@@ -189,6 +201,46 @@ class RedisStore:
             n: -1 if v is None else int(v) for n, v in zip(names, values, strict=True)
         }
 
+    async def send(self, plan: Plan, now_ms: int) -> Awaitable[Applied | Stale]:
+        """Send the plan's atomic step; returns what waits for its outcome.
+
+        When this returns the whole step has left the process (a plan is a few
+        MB), so Redis runs it while the worker plans the next batch: sent from a
+        task instead, the rest of the step would wait in asyncio's buffer until
+        the planning yields. A Redis Cluster client takes the plain path.
+        """
+        if not isinstance(self.client, aioredis.Redis):
+            return asyncio.ensure_future(self.apply(plan, now_ms))
+        payload = encode_plan(plan, self.rules)
+        args = (self.prefix + "off", self.prefix, payload, now_ms)
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            writer = conn._writer  # every byte to the kernel before drain() returns
+            if writer is not None:
+                writer.transport.set_write_buffer_limits(high=0)
+            await conn.send_command("EVALSHA", self._apply.sha, 1, *args)
+        except BaseException:
+            await pool.release(conn)
+            raise
+        return asyncio.ensure_future(self._outcome(pool, conn, plan, now_ms))
+
+    async def _outcome(
+        self, pool: Any, conn: Any, plan: Plan, now_ms: int
+    ) -> Applied | Stale:
+        try:
+            result = await conn.read_response()
+        except NoScriptError:  # Redis restarted and lost its script cache
+            result = None
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
+        if result is None:
+            return await self.apply(plan, now_ms)
+        return _outcome(result)
+
     async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
         payload = encode_plan(plan, self.rules)
         try:
@@ -200,10 +252,7 @@ class RedisStore:
             result = await self._apply(
                 keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
             )
-        if result[0] == b"stale":
-            return Stale(result[1].decode(), int(result[2]))
-        milestones = [Milestone(**orjson.loads(r)) for r in result[3:]]
-        return Applied(milestones, int(result[1]), int(result[2]))
+        return _outcome(result)
 
     async def report(self, top: int | None = None) -> dict[str, Any]:
         # Brands and totals are sums of brand x channel and channel counters;
@@ -309,6 +358,9 @@ class MemoryStore:
     async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
         async with self._lock:
             return apply_plan(self.state, plan, self.rules, now_ms)
+
+    async def send(self, plan: Plan, now_ms: int) -> Awaitable[Applied | Stale]:
+        return asyncio.ensure_future(self.apply(plan, now_ms))
 
     async def report(self, top: int | None = None) -> dict[str, Any]:
         s = self.state
