@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Iterable, Mapping
 from importlib import resources
+from itertools import chain
 from typing import Any, Final, Protocol
 
 import orjson
@@ -65,14 +66,12 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "o": [[tp, before, last] for tp, (before, last) in plan.offsets.items()],
             "b": plan.brands,
             "n": CHANNELS,
-            "c": [[t.brand, t.channel, t.shards, t.members] for t in plan.clicks],
-            "k": [[t.brand, t.channel, t.shards, t.members] for t in plan.carts],
+            "c": [[t.brand, t.channel, len(t.shards)] for t in plan.clicks],
+            "k": [[t.brand, t.channel, len(t.shards)] for t in plan.carts],
             "r": [
                 [
                     o.brand,
                     o.channel,
-                    o.id.shard,
-                    o.id.member,
                     o.amount_fen,
                     o.qty,
                     int(o.vip),
@@ -82,10 +81,8 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
                 ]
                 for o in plan.orders
             ],
-            "x": [
-                [x.brand, x.channel, x.id.shard, x.id.member, x.amount_fen]
-                for x in plan.cancels
-            ],
+            "x": [[x.brand, x.channel, x.amount_fen] for x in plan.cancels],
+            "d": _dedupe_groups(plan),
             "t": {
                 str(b): [[t.kind, t.threshold_fen] for t in targets]
                 for b, targets in plan.targets.items()
@@ -101,6 +98,41 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "dl": plan.rejected,
         }
     )
+
+
+def _dedupe_groups(plan: Plan) -> list[list[Any]]:
+    """The plan's ids by shard for `lua/apply.lua`: [[shard, ids, owners], ...].
+
+    Each id once, at its first occurrence in the batch (a later one is a
+    duplicate whatever Redis says), with its owner: the index of its tally or
+    line, counting clicks, carts, orders and cancels in turn. Grouped here, so
+    the atomic step, which holds Redis, does the least per id.
+    """
+    groups: dict[int, tuple[list[str], list[int]]] = {}
+    seen: set[str] = set()
+    owner = 0
+    for tally in chain(plan.clicks, plan.carts):
+        for shard, member in zip(tally.shards, tally.members, strict=True):
+            if member not in seen:
+                seen.add(member)
+                group = groups.get(shard)
+                if group is None:
+                    group = groups[shard] = ([], [])
+                group[0].append(member)
+                group[1].append(owner)
+        owner += 1
+    line_ids = chain((o.id for o in plan.orders), (x.id for x in plan.cancels))
+    for ident in line_ids:
+        member = ident.member
+        if member not in seen:
+            seen.add(member)
+            group = groups.get(ident.shard)
+            if group is None:
+                group = groups[ident.shard] = ([], [])
+            group[0].append(member)
+            group[1].append(owner)
+        owner += 1
+    return [[shard, ids, owners] for shard, (ids, owners) in groups.items()]
 
 
 def _traffic_by_minute(plan: Plan) -> dict[str, list[list[Any]]]:
