@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, TypeGuard
+from typing import Annotated, Any, Final, Literal, cast
+
+import msgspec
+from msgspec import Meta
 
 CLICK: Final = "click"
 CART: Final = "cart"
@@ -58,26 +61,59 @@ MAX_QTY: Final = 1_000_000
 MAX_AMOUNT_FEN: Final = 10**12  # ¥10 billion: sums of a year stay far below 2^63.
 
 
-class Event(NamedTuple):
+Kind = Literal["click", "cart", "order", "cancel"]
+Channel = Literal[
+    "search", "recommend", "livestream", "flash_sale", "store", "detail", "other"
+]
+_Text128 = Annotated[str, Meta(min_length=1, max_length=128)]
+_Text64 = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class Event(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """One valid presale event, with its defaults filled in.
 
-    A NamedTuple rather than the house's frozen dataclass: as immutable and as
-    typed, and built in 0.3 µs instead of 1.0 µs, once per event at 100k/s.
+    A msgspec Struct: as immutable and typed as the house's frozen dataclass,
+    and `EVENT_DECODER` turns a record's bytes into one, checking every field's
+    type and range on the way, in a quarter of the time of orjson plus the
+    checks in Python. The fields' constraints are the table's (CONTRACT
+    section 2); what they cannot say (which types a topic carries, the fields a
+    channel or an order requires) `fits` checks. Unknown fields, nulls and
+    anything refused go to `validate`, which finds the exact reason: that
+    decoder is only a fast path, and tests hold the two to the same answers.
     """
 
-    event_id: str
-    type: str
-    ts_ms: int
-    user_id: str
-    brand_id: str
-    channel: str = "other"
-    room_id: str | None = None
-    region: str = "unknown"
+    event_id: _Text128
+    type: Kind
+    ts_ms: Annotated[int, Meta(ge=0, le=MAX_TS_MS)] = msgspec.field(name="ts")
+    user_id: _Text128
+    brand_id: _Text64
+    channel: Channel = "other"
+    room_id: _Text128 | None = None
+    region: _Text64 = "unknown"
     vip: bool = False
-    qty: int = 1
-    order_id: str | None = None
-    amount_fen: int = 0
-    sku_id: str | None = None
+    qty: Annotated[int, Meta(ge=1, le=MAX_QTY)] = 1
+    order_id: _Text128 | None = None
+    amount_fen: Annotated[int, Meta(ge=0, le=MAX_AMOUNT_FEN)] = 0
+    sku_id: _Text128 | None = None
+
+
+# Decodes only records whose fields are all known and all valid; raises
+# ValueError (msgspec.DecodeError, UnicodeDecodeError) for anything else.
+EVENT_DECODER: Final = msgspec.json.Decoder(Event)
+
+
+def fits(event: Event, topic: str) -> bool:
+    """The rules `EVENT_DECODER` cannot check. False sends the record to the
+    exact path: so does an order or cancel of amount 0, which may be an
+    absent `amount_fen` (the decoder's default), a missing field."""
+    kind = event.type
+    if kind not in TOPIC_TYPES[topic]:
+        return False
+    if event.room_id is None and event.channel == "livestream":
+        return False
+    if kind in (ORDER, CANCEL):
+        return event.order_id is not None and event.amount_fen != 0
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +205,11 @@ def _fields(obj: dict[str, Any], topic: str) -> Event:
     amount_fen = _integer(obj, "amount_fen", 0, MAX_AMOUNT_FEN, money)
     return Event(
         event_id=event_id,
-        type=kind,
+        type=cast(Kind, kind),  # one of KINDS: checked above
         ts_ms=ts_ms,
         user_id=user_id,
         brand_id=brand_id,
-        channel=channel,
+        channel=cast(Channel, channel),  # one of CHANNELS: checked above
         room_id=room_id,
         region=region if region is not None else "unknown",
         vip=vip,
@@ -184,92 +220,10 @@ def _fields(obj: dict[str, Any], topic: str) -> Event:
     )
 
 
-def _text_ok(value: object, max_len: int) -> TypeGuard[str]:
-    return type(value) is str and 0 < len(value) <= max_len
-
-
-def _fast(obj: dict[str, Any], topic: str) -> Event | None:
-    """The same rules as `_fields` for a well-formed event, in one pass of cheap
-    checks (about a third of the time); None sends the record to `_fields`, which
-    finds the exact reason. Tests hold the two to the same answers."""
-    g = obj.get
-    kind = g("type")
-    ts_ms = g("ts")
-    event_id = g("event_id")
-    user_id = g("user_id")
-    brand_id = g("brand_id")
-    if not (
-        type(kind) is str
-        and kind in TOPIC_TYPES[topic]
-        and type(ts_ms) is int
-        and 0 <= ts_ms <= MAX_TS_MS
-        and _text_ok(event_id, 128)
-        and _text_ok(user_id, 128)
-        and _text_ok(brand_id, 64)
-    ):
-        return None
-    channel = g("channel")
-    room_id = g("room_id")
-    if channel is None:
-        channel = "other"
-    elif type(channel) is not str or channel not in CHANNEL_SET:
-        return None
-    if room_id is None:
-        if channel == "livestream":
-            return None
-    elif not _text_ok(room_id, 128):
-        return None
-    sku_id = g("sku_id")
-    region = g("region")
-    vip = g("vip")
-    qty = g("qty")
-    if (
-        (sku_id is not None and not _text_ok(sku_id, 128))
-        or (region is not None and not _text_ok(region, 64))
-        or (vip is not None and type(vip) is not bool)
-        or (qty is not None and not (type(qty) is int and 1 <= qty <= MAX_QTY))
-    ):
-        return None
-    order_id = g("order_id")
-    amount_fen = g("amount_fen")
-    money = kind in (ORDER, CANCEL)
-    if (money or order_id is not None) and not _text_ok(order_id, 128):
-        return None
-    if (money or amount_fen is not None) and not (
-        type(amount_fen) is int and 0 <= amount_fen <= MAX_AMOUNT_FEN
-    ):
-        return None
-    # tuple.__new__ directly: half the cost of Event(...)'s generated __new__.
-    return _new_tuple(
-        Event,
-        (
-            event_id,
-            kind,
-            ts_ms,
-            user_id,
-            brand_id,
-            channel,
-            room_id,
-            "unknown" if region is None else region,
-            bool(vip),
-            1 if qty is None else qty,
-            order_id,
-            0 if amount_fen is None else amount_fen,
-            sku_id,
-        ),
-    )
-
-
-_new_tuple: Final = tuple.__new__
-
-
 def validate(obj: Any, topic: str) -> Event | Rejection:
     """Check one decoded JSON value read from `topic` (a short topic name)."""
     if type(obj) is not dict:
         return Rejection(NOT_OBJECT, "the record is not a JSON object")
-    event = _fast(obj, topic)
-    if event is not None:
-        return event
     try:
         return _fields(obj, topic)
     except _Invalid as exc:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaProducer
 from prometheus_client import start_http_server
 
 from processors.events import INPUT_TOPICS
@@ -22,7 +21,7 @@ from streams.alerts import SurgeJudge
 from streams.batching import BatchApp
 from streams.connect import faust_credentials
 from streams.errors import PresaleError, SettingsError
-from streams.kafka import ensure_topics, lag, log_end_offsets, producer
+from streams.kafka import RenewableProducer, ensure_topics, lag, log_end_offsets
 from streams.metrics import Metrics
 from streams.outbox import OutboxPublisher
 from streams.pipeline import Pipeline
@@ -40,14 +39,14 @@ class Runtime:
     metrics: Metrics
     store: RedisStore
     pipeline: Pipeline
-    producer: AIOKafkaProducer | None = None
+    producer: RenewableProducer | None = None
     # Records this worker's partitions hold beyond what it applied (measure_lag).
     worker_lag: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         """In the worker's loop, before the first fetch (aiokafka needs the loop)."""
-        self.producer = producer(self.settings)
+        self.producer = RenewableProducer(self.settings)
         await self.producer.start()
         self.pipeline.producer = self.producer
         publisher = OutboxPublisher(

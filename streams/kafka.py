@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaConnectionError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+)
 
 from processors.events import INPUT_TOPICS
 from streams.connect import kafka_auth
 from streams.errors import KafkaUnavailable
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 OUTPUT_TOPICS = ("milestones", "alerts", "deadletter")
 
@@ -80,6 +94,64 @@ async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduc
         await p.stop()
         raise _unavailable(settings, exc) from exc
     return p
+
+
+# Errors after which an idempotent producer never sends again. After a broker
+# restart aiokafka's can be left with sequence numbers the broker no longer
+# accepts: OutOfOrderSequenceNumber on every send, for good. A new producer (a
+# new producer id) starts its sequences afresh.
+POISONED = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    ProducerFenced,
+    ProducerClosed,
+)
+
+
+class RenewableProducer:
+    """The worker's producer (dead letters, the outbox), replaced when poisoned."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.current: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        p = producer(self.settings)
+        await p.start()
+        self.current = p
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
+        if self.current is None:  # a renewal failed (Kafka away): try again
+            await self.start()
+        assert self.current is not None
+        future: asyncio.Future[Any] = await self.current.send(
+            topic, value, key=key, headers=headers
+        )
+        return future
+
+    async def renew_if_poisoned(self, exc: BaseException) -> None:
+        """Replace the producer when `exc` says it can never send again."""
+        if not isinstance(exc, POISONED):
+            return
+        old, self.current = self.current, None
+        log.warning("Kafka producer refused for good (%r): starting a new one", exc)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.stop()
+        await self.start()
+
+    async def stop(self) -> None:
+        if self.current is not None:
+            await self.current.stop()
+            self.current = None
 
 
 async def log_end_offsets(settings: Settings, topics: Iterable[str]) -> dict[str, int]:

@@ -15,10 +15,11 @@ import logging
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from streams.connect import kafka_auth
+from streams.kafka import RenewableProducer
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -34,7 +35,7 @@ class OutboxPublisher:
         self,
         settings: Settings,
         client: Redis,
-        producer: AIOKafkaProducer,
+        producer: RenewableProducer,
         metrics: Metrics,
         topics: tuple[str, ...] = ("milestones", "alerts"),
     ) -> None:
@@ -130,7 +131,11 @@ class OutboxPublisher:
                     await asyncio.sleep(_IDLE_S)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep publishing through Kafka or Redis blips
+            except Exception as exc:  # keep publishing through Kafka or Redis blips
                 log.exception("outbox publishing failed; retrying in 1 s")
-                self.published = None
+                self.published = None  # re-read the topics: nothing goes twice
                 await asyncio.sleep(1.0)
+                try:
+                    await self.producer.renew_if_poisoned(exc)
+                except Exception:  # Kafka still away: the next round tries again
+                    log.exception("starting a new Kafka producer failed")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
@@ -20,6 +20,7 @@ from processors.counting import Plan, Record, plan_batch
 from processors.events import Rejection
 from processors.state import Applied, Stale
 from streams.codecs import dead_letter, decode
+from streams.kafka import RenewableProducer
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.store import Store
@@ -67,7 +68,7 @@ class Pipeline:
         self,
         settings: Settings,
         store: Store,
-        producer: AIOKafkaProducer | None,
+        producer: RenewableProducer | None,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
@@ -161,6 +162,9 @@ class Pipeline:
                 log.warning("batch failed (%r); retrying in %.1f s", exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
+                if self.producer is not None:
+                    with contextlib.suppress(*TRANSIENT):  # tried again next time
+                        await self.producer.renew_if_poisoned(exc)
 
     async def flush(self) -> dict[TP, int] | None:
         """Settle the step in flight (when idle, before a rebalance, at stop)."""

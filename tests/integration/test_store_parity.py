@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgspec
 import pytest
 
 from processors.counting import CampaignRules, Plan, Record, plan_batch
@@ -110,7 +111,7 @@ def noisy_stream(seed: int, n_events: int) -> list[Record]:
         elif roll < 0.04:
             arrive(at_ms + rng.randrange(600_000, 2_400_000), event)
         if kind == "order" and rng.random() < 0.02:
-            resent = event._replace(event_id=f"r{seed}-{i}")
+            resent = msgspec.structs.replace(event, event_id=f"r{seed}-{i}")
             arrive(at_ms + rng.randrange(1_000, 180_000), resent)
         if rng.random() < 0.02:
             reason = rng.choice(REASONS)
@@ -149,7 +150,7 @@ def noisy_stream(seed: int, n_events: int) -> list[Record]:
             again = (
                 cancel
                 if rng.random() < 0.5
-                else cancel._replace(event_id=f"y{seed}-{j}")
+                else msgspec.structs.replace(cancel, event_id=f"y{seed}-{j}")
             )
             arrive(at_ms + rng.randrange(1_000, 120_000), again)
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from processors.events import Event, Rejection
+from processors.events import EVENT_DECODER, Event, Rejection, fits
 from streams.codecs import DEAD_LETTER_RAW_BYTES, dead_letter, decode
 from tests.seeds.test_validation_table import MAX_BYTES as TABLE_MAX_BYTES
 from tests.seeds.test_validation_table import ROWS as REFERENCE_ROWS
@@ -317,3 +317,112 @@ def test_dead_letter_round_trips(value: bytes) -> None:
     )
     assert kept == value[:4096]
     assert ("raw" in out) != ("raw_b64" in out)
+
+
+# The fast path (msgspec's typed decoder, then `fits`) must give exactly what
+# the exact path (orjson, then every rule in order) gives, for any bytes.
+
+FIELD_VALUES: dict[str, list[Any]] = {
+    "event_id": ["e1", "", "é" * 128, "é" * 129, 7, None, ["e"]],
+    "type": ["click", "cart", "order", "cancel", "Click", "", 1, None],
+    "ts": [0, 1_760_529_600_000, 2**53 - 1, 2**53, -1, 1.5, 1e3, "1", True, None],
+    "user_id": ["u1", "", "x" * 129, 0, None],
+    "brand_id": ["b1", "x" * 64, "x" * 65, False, None],
+    "sku_id": ["s1", "", 3, None],
+    "channel": ["search", "livestream", "flash_sale", "other", "tv", "", 2, None],
+    "room_id": ["r1", "", 5, None],
+    "region": ["CN-31", "", "x" * 65, 1, None],
+    "vip": [True, False, "true", 1, 0, None],
+    "qty": [1, 2, 1_000_000, 1_000_001, 0, -1, 1.0, "2", True, None],
+    "order_id": ["o1", "", "x" * 129, 9, None],
+    "amount_fen": [0, 1, 10**12, 10**12 + 1, -1, 1.5, "100", False, None, 2**64],
+    "extra": [1, "x", None, [1, [2]], {"a": 1}],
+}
+
+
+def _exactly(value: bytes | None, topic: str) -> Event | Rejection:
+    from streams.codecs import decode_exactly
+
+    if value is None or len(value) > LIMIT:  # decided before either path
+        return decode(value, topic, LIMIT)
+    return decode_exactly(value, topic)
+
+
+@pytest.mark.parametrize("topic", ["clicks", "carts", "orders"])
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_path_agrees_with_exact_path(topic: str, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    base = {"clicks": CLICK, "carts": {**CLICK, "type": "cart"}, "orders": ORDER}
+    seen: set[str] = set()
+    for _ in range(3_000):
+        obj = dict(base[topic])
+        for _ in range(rng.randint(0, 3)):
+            name = rng.choice(list(FIELD_VALUES))
+            if rng.random() < 0.15:
+                obj.pop(name, None)
+            else:
+                obj[name] = rng.choice(FIELD_VALUES[name])
+        value = json.dumps(obj, ensure_ascii=rng.random() < 0.5).encode()
+        got, want = decode(value, topic, LIMIT), _exactly(value, topic)
+        assert got == want, value
+        assert type(got) is type(want)
+        seen.add("ok" if isinstance(got, Event) else got.reason)
+    assert "ok" in seen and len(seen) >= 4  # both paths were walked
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"event_id":"e","type":"click","ts":1,"user_id":"u","brand_id":"b","x":1e999}',
+        b'{"event_id":"e","type":"click","ts":1,"user_id":"u","brand_id":"b","x":'
+        + b"[" * 2000
+        + b"]" * 2000
+        + b"}",
+        b'{"event_id":"e","type":"click","ts":1,"user_id":"u","brand_id":"b","x":'
+        + str(2**70).encode()
+        + b"}",
+        b'{"event_id":"e","type":"click","ts":1,"ts":2,"user_id":"u","brand_id":"b"}',
+        b'{"event_id":"e","type":"click","ts":1,"ts":"x","user_id":"u","brand_id":"b"}',
+        b'{"event_id":"e","type":"click","ts":"x","ts":1,"user_id":"u","brand_id":"b"}',
+        b'{"event_id":"\\ud800","type":"click","ts":1,"user_id":"u","brand_id":"b"}',
+        b'{"event_id":"\\u0065","type":"click","\\u0074s":1,"user_id":"u","brand_id":"b"}',
+        b'{"event_id":"e\x01","type":"click","ts":1,"user_id":"u","brand_id":"b"}',
+        b'{"event_id":"e","type":"click","ts":-0,"user_id":"u","brand_id":"b"}',
+        b'{"event_id":"e","type":"order","ts":1,"user_id":"u","brand_id":"b",'
+        b'"order_id":"o","amount_fen":0}',
+        b'{"event_id":"e","type":"order","ts":1,"user_id":"u","brand_id":"b",'
+        b'"order_id":"o"}',
+        b'{"event_id":"e","type":"click","ts":1,"user_id":"u","brand_id":"b",'
+        b'"channel":"livestream"}',
+        b'\xef\xbb\xbf{"event_id":"e","type":"click","ts":1,"user_id":"u","brand_id":"b"}',
+        b' {"event_id":"e","type":"click","ts":1,"user_id":"u","brand_id":"b"} ',
+        b'{"event_id":"e","type":"click","ts":1,"user_id":"u","brand_id":"b"}x',
+        b'{"event_id":"e\xff","type":"click","ts":1,"user_id":"u","brand_id":"b"}',
+    ],
+)
+def test_fast_path_agrees_on_edge_bytes(value: bytes) -> None:
+    for topic in ("clicks", "orders"):
+        assert decode(value, topic, LIMIT) == _exactly(value, topic)
+
+
+def test_fast_path_agrees_on_the_recordings() -> None:
+    from pathlib import Path
+
+    from seeds.recording import iter_records
+
+    streams = Path(__file__).resolve().parents[2] / "seeds" / "streams"
+    n = fast = 0
+    for name in ("small.jsonl.gz", "first-hour.jsonl.gz"):
+        for topic, _key, value in iter_records(streams / name):
+            assert decode(value, topic, LIMIT) == _exactly(value, topic), value
+            n += 1
+            try:
+                fast += fits(EVENT_DECODER.decode(value or b""), topic)
+            except ValueError:
+                pass
+    assert n > 100_000
+    # All but the ~3% with a field the contract does not know (a coupon) and the
+    # malformed ones take the fast path.
+    assert fast > 0.9 * n
