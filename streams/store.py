@@ -100,8 +100,8 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
     )
 
 
-def _dedupe_groups(plan: Plan) -> list[list[Any]]:
-    """The plan's ids by shard for `lua/apply.lua`: [[shard, ids, owners], ...].
+def _dedupe_groups(plan: Plan) -> list[tuple[int, tuple[list[str], list[int]]]]:
+    """The plan's ids by shard for `lua/apply.lua`: [[shard, [ids, owners]], ...].
 
     Each id once, at its first occurrence in the batch (a later one is a
     duplicate whatever Redis says), with its owner: the index of its tally or
@@ -109,30 +109,36 @@ def _dedupe_groups(plan: Plan) -> list[list[Any]]:
     the atomic step, which holds Redis, does the least per id.
     """
     groups: dict[int, tuple[list[str], list[int]]] = {}
+    get = groups.get
     seen: set[str] = set()
+    remember = seen.add
     owner = 0
-    for tally in chain(plan.clicks, plan.carts):
-        for shard, member in zip(tally.shards, tally.members, strict=True):
-            if member not in seen:
-                seen.add(member)
-                group = groups.get(shard)
-                if group is None:
-                    group = groups[shard] = ([], [])
+
+    def put(shard: int, member: str) -> None:
+        if member not in seen:
+            remember(member)
+            group = get(shard)
+            if group is None:
+                groups[shard] = ([member], [owner])
+            else:
                 group[0].append(member)
                 group[1].append(owner)
+
+    for tally in chain(plan.clicks, plan.carts):
+        for shard, member in zip(tally.shards, tally.members, strict=True):
+            if member not in seen:  # put(), inlined: most ids are here
+                remember(member)
+                group = get(shard)
+                if group is None:
+                    groups[shard] = ([member], [owner])
+                else:
+                    group[0].append(member)
+                    group[1].append(owner)
         owner += 1
-    line_ids = chain((o.id for o in plan.orders), (x.id for x in plan.cancels))
-    for ident in line_ids:
-        member = ident.member
-        if member not in seen:
-            seen.add(member)
-            group = groups.get(ident.shard)
-            if group is None:
-                group = groups[ident.shard] = ([], [])
-            group[0].append(member)
-            group[1].append(owner)
+    for ident in chain((o.id for o in plan.orders), (x.id for x in plan.cancels)):
+        put(ident.shard, ident.member)
         owner += 1
-    return [[shard, ids, owners] for shard, (ids, owners) in groups.items()]
+    return list(groups.items())
 
 
 def _traffic_by_minute(plan: Plan) -> dict[str, list[list[Any]]]:

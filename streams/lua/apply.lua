@@ -101,7 +101,8 @@ end
 local dd_cur = P .. "dd:" .. fmt(gen) .. ":"
 local dd_prev = P .. "dd:" .. fmt(gen - 1) .. ":"
 
--- Dedupe the whole batch first. The plan's ids come grouped by shard, each id
+-- Dedupe the whole batch first. The plan's ids come grouped by shard
+-- ([shard, [ids, owners]]), each id
 -- once (its first occurrence in the batch), with its owner: the index of its
 -- tally or line, counting clicks, carts, orders, cancels in turn (store.py).
 -- Per shard one SMISMEMBER in the previous generation (when there is one), one
@@ -123,7 +124,7 @@ local function mismember(key, list)
 end
 local fresh = {}  -- owner -> its ids Redis had not seen
 for _, group in ipairs(plan.d) do
-  local shard, members, owners = group[1], group[2], group[3]
+  local shard, members, owners = group[1], group[2][1], group[2][2]
   if has_prev then
     local old = mismember(dd_prev .. shard, members)
     local m, o = {}, {}
