@@ -11,7 +11,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Final
+from typing import Final, NamedTuple
 
 from processors.events import CANCEL, CART, CHANNELS, CLICK, ORDER, Event, Rejection
 from processors.milestones import Target, brand_targets
@@ -53,16 +53,18 @@ class CampaignRules:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class DedupeId:
+# The per-record parts of a plan are NamedTuples: as immutable and typed as
+# frozen dataclasses, built in a fraction of the time (tens of thousands a batch).
+
+
+class DedupeId(NamedTuple):
     """A 64-bit member in one of `dedupe_shards` sets (about 78 bits in all)."""
 
     shard: int
     member: str  # a signed 64-bit integer in decimal, so Redis stores it as intset
 
 
-@dataclass(frozen=True, slots=True)
-class Tally:
+class Tally(NamedTuple):
     """Clicks or carts of one brand and channel in a batch, one id per event.
 
     The ids are two parallel lists (shard, member): flat lists cost a third of
@@ -79,8 +81,7 @@ class Tally:
         return [DedupeId(s, m) for s, m in zip(self.shards, self.members, strict=True)]
 
 
-@dataclass(frozen=True, slots=True)
-class OrderLine:
+class OrderLine(NamedTuple):
     brand: int
     channel: int
     id: DedupeId
@@ -92,8 +93,7 @@ class OrderLine:
     first_hour: bool
 
 
-@dataclass(frozen=True, slots=True)
-class CancelLine:
+class CancelLine(NamedTuple):
     brand: int
     channel: int
     id: DedupeId

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -17,9 +18,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors.counting import Plan, Record, plan_batch
-from processors.events import Rejection
+from processors.events import EVENT_DECODER, Rejection, fits
 from processors.state import Applied, Stale
-from streams.codecs import dead_letter, decode
+from streams.codecs import dead_letter, decode, decode_exactly
 from streams.kafka import RenewableProducer
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -106,12 +107,30 @@ class Pipeline:
         return {tp: stored[self.name(tp)] + 1 for tp in tps}
 
     def decode(self, batch: Mapping[TP, list[ConsumerRecord]]) -> list[Record]:
+        """Each record's event or rejection, in the batch's order.
+
+        `codecs.decode`, with its fast path inlined: one Python call a record
+        fewer, at 100k records a second.
+        """
         limit = self.settings.max_record_bytes
+        fast = EVENT_DECODER.decode
         records: list[Record] = []
+        append = records.append
         for tp, recs in batch.items():
             short = tp.topic.removeprefix(self.prefix)
             name = f"{short}:{tp.partition}"
-            records += [(name, r.offset, decode(r.value, short, limit)) for r in recs]
+            for r in recs:
+                value = r.value
+                if value is not None and len(value) <= limit:
+                    try:
+                        event = fast(value)
+                    except ValueError:
+                        append((name, r.offset, decode_exactly(value, short)))
+                        continue
+                    if fits(event, short):
+                        append((name, r.offset, event))
+                        continue
+                append((name, r.offset, decode(value, short, limit)))
         return records
 
     async def send_dead_letters(
@@ -121,11 +140,18 @@ class Pipeline:
         if self.producer is None:
             return
         # `records` is `decode(batch)`: the same records in the same order, so
-        # they pair up without indexing the whole batch (rejections are ~0.5%).
-        originals = ((tp, r) for tp, recs in batch.items() for r in recs)
+        # a rejection's position finds its original (rejections are ~0.5%).
+        spans: list[tuple[int, TP, list[ConsumerRecord]]] = []
+        start = 0
+        for tp, recs in batch.items():
+            spans.append((start, tp, recs))
+            start += len(recs)
+        starts = [first for first, _tp, _recs in spans]
         futures = []
-        for (name, offset, decoded), (tp, rec) in zip(records, originals, strict=True):
+        for i, (name, offset, decoded) in enumerate(records):
             if type(decoded) is Rejection and offset > self.applied.get(name, -1):
+                first, tp, recs = spans[bisect_right(starts, i) - 1]
+                rec = recs[i - first]
                 value = dead_letter(decoded, tp.topic, tp.partition, offset, rec.value)
                 futures.append(
                     await self.producer.send(self.deadletter_topic, value, key=rec.key)

@@ -319,3 +319,41 @@ def test_dead_letters_counted_in_the_store() -> None:
     run(pipeline, {CARTS: [rec(CARTS, 0, b"[]"), rec(CARTS, 1, b"x" * 70_000)]})
     assert store.state.dead_letters == {"not_object": 1, "too_large": 1}
     assert store.state.offsets == {"carts:2": 1}
+
+
+def test_batch_decode_is_codecs_decode_record_by_record() -> None:
+    """Pipeline.decode inlines the fast path: the same answers, in order."""
+    from streams.codecs import decode
+
+    pipeline, _store, _metrics = make_pipeline()
+    values: list[bytes | None] = [
+        value_of("click", 1),
+        value_of("click", 2, coupon="x"),  # a field the contract does not know
+        value_of("click", 3, region=None),  # null: the default
+        value_of("cart", 4),  # not a type clicks carry
+        b"{not json",
+        b"\xff\xfe",
+        None,
+        b"x" * (pipeline.settings.max_record_bytes + 1),
+        value_of("click", 5, channel="livestream"),  # no room_id
+        value_of("click", 6, channel="livestream", room_id="r1"),
+    ]
+    orders = [
+        value_of("order", 7),
+        value_of("order", 8, amount_fen=0),  # free: the exact path
+        value_of("cancel", 9),
+        value_of("order", 10, order_id=None),
+    ]
+    batch = {
+        CLICKS: [rec(CLICKS, i, v) for i, v in enumerate(values)],
+        ORDERS: [rec(ORDERS, i, v) for i, v in enumerate(orders)],
+    }
+    limit = pipeline.settings.max_record_bytes
+    want = [
+        (f"{short}:{tp.partition}", r.offset, decode(r.value, short, limit))
+        for tp, short in ((CLICKS, "clicks"), (ORDERS, "orders"))
+        for r in batch[tp]
+    ]
+    got = pipeline.decode(batch)
+    assert got == want
+    assert sum(isinstance(d, Event) for _, _, d in got) == 7
