@@ -163,8 +163,10 @@ def plan_batch(
     """
     offsets: dict[str, tuple[int, int]] = {}
     brand_index: dict[str, int] = {}
-    # (type, brand, channel) -> (shards, members) of its clicks or carts
-    tallies: dict[tuple[str, int, int], tuple[list[int], list[str]]] = {}
+    # brand << 4 | channel -> (shards, members) of its clicks, of its carts
+    click_ids: dict[int, tuple[list[int], list[str]]] = {}
+    cart_ids: dict[int, tuple[list[int], list[str]]] = {}
+    unpack_id = _ID.unpack
     orders: list[OrderLine] = []
     cancels: list[CancelLine] = []
     rejected: dict[str, int] = {}
@@ -226,8 +228,9 @@ def plan_batch(
             brand = brand_index[decoded.brand_id] = len(brand_index)
         channel = channel_index[decoded.channel]
         kind = decoded.type
+        bc = brand << 4 | channel  # (brand, channel) as one int: a cheaper key
         if kind != CANCEL:
-            cell = (ts_ms // MINUTE_MS) << 24 | brand << 4 | channel
+            cell = (ts_ms // MINUTE_MS) << 24 | bc
             per_minute[cell] = per_minute.get(cell, 0) + 1
             if channel == LIVESTREAM and decoded.room_id is not None:
                 room = (ts_ms - ts_ms % MINUTE_MS, decoded.room_id)
@@ -235,13 +238,19 @@ def plan_batch(
             if channel == FLASH_SALE and kind == ORDER:
                 fl = (ts_ms - ts_ms % MINUTE_MS, brand)
                 flash[fl] = flash.get(fl, 0) + 1
-        if kind in (CLICK, CART):
-            shard, member = _dedupe(space[kind], decoded.event_id, shards)
-            group = tallies.get((kind, brand, channel))
+        if kind in (CLICK, CART):  # _dedupe(), inlined: 70% of records
+            member, shard = unpack_id(
+                blake2b(
+                    space[kind] + decoded.event_id.encode(), digest_size=12
+                ).digest()
+            )
+            by_bc = click_ids if kind == CLICK else cart_ids
+            group = by_bc.get(bc)
             if group is None:
-                group = tallies[kind, brand, channel] = ([], [])
-            group[0].append(shard)
-            group[1].append(member)
+                by_bc[bc] = ([shard % shards], [str(member)])
+            else:
+                group[0].append(shard % shards)
+                group[1].append(str(member))
         elif kind == ORDER:
             assert decoded.order_id is not None
             orders.append(
@@ -275,8 +284,8 @@ def plan_batch(
     first_hour_brands = {line.brand for line in orders if line.first_hour}
     targets = {b: rules.targets(brands[b]) for b in first_hour_brands}
     counted_ts.sort()
-    clicks = [Tally(b, c, *ids) for (k, b, c), ids in tallies.items() if k == CLICK]
-    carts = [Tally(b, c, *ids) for (k, b, c), ids in tallies.items() if k == CART]
+    clicks = [Tally(bc >> 4, bc & 0xF, *ids) for bc, ids in click_ids.items()]
+    carts = [Tally(bc >> 4, bc & 0xF, *ids) for bc, ids in cart_ids.items()]
     inputs = unusual
     for key, n in (
         (("clicks", CLICK), sum(len(t.shards) for t in clicks)),

@@ -141,15 +141,15 @@ def _dedupe_groups(plan: Plan) -> list[tuple[int, tuple[list[str], list[int]]]]:
     return list(groups.items())
 
 
-def _traffic_by_minute(plan: Plan) -> dict[str, list[list[Any]]]:
+def _traffic_by_minute(plan: Plan) -> dict[str, list[tuple[str, int]]]:
     """The plan's traffic as minute -> [["scope|key", records], ...]."""
-    by_minute: dict[str, list[list[Any]]] = {}
+    by_minute: dict[int, list[tuple[str, int]]] = {}
     for (minute, scope, key), n in plan.traffic.items():
-        cells = by_minute.get(str(minute))
+        cells = by_minute.get(minute)
         if cells is None:
-            cells = by_minute[str(minute)] = []
-        cells.append([f"{scope}|{key}", n])
-    return by_minute
+            cells = by_minute[minute] = []
+        cells.append((scope + "|" + key, n))
+    return {str(minute): cells for minute, cells in by_minute.items()}
 
 
 def _outcome(result: list[Any]) -> Applied | Stale:
