@@ -37,9 +37,10 @@ async def run(prefix: str) -> dict[str, float]:
         # seek_to_beginning() right after assign() races aiokafka's own reset
         # to "latest" and sometimes loses: the loop then waits forever.)
         auto_offset_reset="earliest",
+        # The fetch settings of presale's worker (streams/batching.py, settings).
         max_partition_fetch_bytes=1_048_576,
-        fetch_max_wait_ms=1500,
-        max_poll_records=20_000,
+        fetch_max_wait_ms=20,
+        max_poll_records=40_000,
     )
     await consumer.start()
     try:
