@@ -14,11 +14,11 @@ from streams.settings import Settings
 from tests.deploy.support import DEPLOY, setting_names, web_paths
 
 K8S = DEPLOY / "k8s"
-# docs/performance.md, `presale worker` alone at about 45k events/s: 0.59 of a
-# core (worker only; Redis's Lua step is another 0.47 on Redis's side) and a
-# 254 MiB peak RSS (265 MiB in the 10M-event soak).
-MEASURED_CORES = 0.59
-MEASURED_PEAK_MIB = 265
+# docs/performance.md, `presale worker` alone at about 76k events/s: 0.81 of a
+# core (worker only; Redis's Lua step is another 0.65 on Redis's side) and a
+# 242 MiB peak RSS (248 MiB in the 10M-event soak).
+MEASURED_CORES = 0.81
+MEASURED_PEAK_MIB = 248
 
 
 def _docs() -> dict[str, dict[str, Any]]:
