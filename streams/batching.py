@@ -25,6 +25,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams.settings import Settings
+
 log = logging.getLogger(__name__)
 
 Batch = dict[TP, list[ConsumerRecord]]
@@ -156,7 +158,7 @@ class BatchApp(faust.App):
     """A Faust app whose input topics are drained in batches by one handler."""
 
     batch_topics: frozenset[str] = frozenset()
-    fetch_max_wait_ms: int = 20
+    fetch_max_wait_ms: int = Settings.fetch_max_wait_ms  # create_app sets it
     batch_handler: BatchHandler | None = None
     offset_loader: OffsetLoader | None = None
     # Settles the handler's step in flight: when idle, before a rebalance.

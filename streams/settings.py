@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -96,15 +97,7 @@ def _surge_rules(env: Mapping[str, str]) -> SurgeRules:
 
 def load_surge_baseline(path: str) -> LastYear:
     """Read last year's per-minute traffic, CSV `scope,key,minute,count`."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        msg = f"cannot read surge baseline CSV {path}: {exc.strerror or exc}"
-        raise BaselineError(msg) from exc
-    except UnicodeDecodeError as exc:
-        msg = f"surge baseline CSV {path} is not UTF-8 text"
-        raise BaselineError(msg) from exc
+    text = _read_text(path, "surge baseline CSV", "utf-8")
     try:
         return read_surge_baseline(text)
     except ValueError as exc:
@@ -188,32 +181,38 @@ def _security(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def _read_text(path: str, what: str, encoding: str) -> str:
+    """A settings file's text, or one readable line naming what went wrong."""
+    try:
+        with open(path, newline="", encoding=encoding) as f:
+            return f.read()
+    except OSError as exc:
+        msg = f"cannot read {what} {path}: {exc.strerror or exc}"
+        raise BaselineError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"{what} {path} is not UTF-8 text"
+        raise BaselineError(msg) from exc
+
+
 def load_baseline(path: str) -> dict[str, int]:
     """Read `brand_id,first_hour_gmv_fen` (header line optional)."""
     baselines: dict[str, int] = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # Excel adds a BOM
-            for line_no, row in enumerate(csv.reader(f), start=1):
-                if not row or (line_no == 1 and row[0].strip() == "brand_id"):
-                    continue
-                if len(row) != 2:
-                    msg = f"{path}:{line_no}: expected brand_id,first_hour_gmv_fen"
-                    raise BaselineError(msg)
-                try:
-                    value = int(row[1])
-                except ValueError as exc:
-                    msg = f"{path}:{line_no}: first_hour_gmv_fen must be an integer"
-                    raise BaselineError(msg) from exc
-                if value < 0:
-                    msg = f"{path}:{line_no}: first_hour_gmv_fen must not be negative"
-                    raise BaselineError(msg)
-                baselines[row[0].strip()] = value
-    except OSError as exc:
-        msg = f"cannot read baseline CSV {path}: {exc.strerror or exc}"
-        raise BaselineError(msg) from exc
-    except UnicodeDecodeError as exc:
-        msg = f"baseline CSV {path} is not UTF-8 text"
-        raise BaselineError(msg) from exc
+    text = _read_text(path, "baseline CSV", "utf-8-sig")  # Excel adds a BOM
+    for line_no, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if not row or (line_no == 1 and row[0].strip() == "brand_id"):
+            continue
+        if len(row) != 2:
+            msg = f"{path}:{line_no}: expected brand_id,first_hour_gmv_fen"
+            raise BaselineError(msg)
+        try:
+            value = int(row[1])
+        except ValueError as exc:
+            msg = f"{path}:{line_no}: first_hour_gmv_fen must be an integer"
+            raise BaselineError(msg) from exc
+        if value < 0:
+            msg = f"{path}:{line_no}: first_hour_gmv_fen must not be negative"
+            raise BaselineError(msg)
+        baselines[row[0].strip()] = value
     return baselines
 
 

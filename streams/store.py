@@ -112,21 +112,14 @@ def _dedupe_groups(plan: Plan) -> list[tuple[int, tuple[list[str], list[int]]]]:
     get = groups.get
     seen: set[str] = set()
     remember = seen.add
-    owner = 0
-
-    def put(shard: int, member: str) -> None:
-        if member not in seen:
-            remember(member)
-            group = get(shard)
-            if group is None:
-                groups[shard] = ([member], [owner])
-            else:
-                group[0].append(member)
-                group[1].append(owner)
-
-    for tally in chain(plan.clicks, plan.carts):
-        for shard, member in zip(tally.shards, tally.members, strict=True):
-            if member not in seen:  # put(), inlined: most ids are here
+    lines = chain((o.id for o in plan.orders), (x.id for x in plan.cancels))
+    owned = chain(
+        ((t.shards, t.members) for t in chain(plan.clicks, plan.carts)),
+        (((i.shard,), (i.member,)) for i in lines),
+    )
+    for owner, (shards, members) in enumerate(owned):
+        for shard, member in zip(shards, members, strict=True):
+            if member not in seen:
                 remember(member)
                 group = get(shard)
                 if group is None:
@@ -134,21 +127,18 @@ def _dedupe_groups(plan: Plan) -> list[tuple[int, tuple[list[str], list[int]]]]:
                 else:
                     group[0].append(member)
                     group[1].append(owner)
-        owner += 1
-    for ident in chain((o.id for o in plan.orders), (x.id for x in plan.cancels)):
-        put(ident.shard, ident.member)
-        owner += 1
     return list(groups.items())
 
 
-def _traffic_by_minute(plan: Plan) -> dict[str, list[tuple[str, int]]]:
-    """The plan's traffic as minute -> [["scope|key", records], ...]."""
-    by_minute: dict[int, list[tuple[str, int]]] = {}
+def _traffic_by_minute(plan: Plan) -> dict[str, tuple[list[str], list[int]]]:
+    """The plan's traffic as minute -> (["scope|key", ...], [records, ...])."""
+    by_minute: dict[int, tuple[list[str], list[int]]] = {}
     for (minute, scope, key), n in plan.traffic.items():
         cells = by_minute.get(minute)
         if cells is None:
-            cells = by_minute[minute] = []
-        cells.append((scope + "|" + key, n))
+            cells = by_minute[minute] = ([], [])
+        cells[0].append(scope + "|" + key)
+        cells[1].append(n)
     return {str(minute): cells for minute, cells in by_minute.items()}
 
 
@@ -261,11 +251,13 @@ class RedisStore:
         except BaseException:
             await pool.release(conn)
             raise
-        return asyncio.ensure_future(self._outcome(pool, conn, plan, now_ms))
+        return asyncio.ensure_future(self._reply(pool, conn, plan, now_ms))
 
-    async def _outcome(
+    async def _reply(
         self, pool: Any, conn: Any, plan: Plan, now_ms: int
     ) -> Applied | Stale:
+        """The sent step's answer; after a Redis restart lost the script, the
+        step again through `apply`, which loads it."""
         try:
             result = await conn.read_response()
         except NoScriptError:  # Redis restarted and lost its script cache

@@ -18,6 +18,46 @@ local function fmt(n)
   return string.format("%.0f", n)
 end
 
+-- Add to integer fields of a hash with one HMGET and one HSET (in chunks, for
+-- unpack's limit), not a HINCRBY a field: a batch touches tens of thousands of
+-- counter fields and surge cells. Lua's doubles add exactly below 2^53 (¥90
+-- trillion of fen): a field at or past that, a delta with a carry (`his`, in
+-- units of CARRY; none when nil), or a value that is not a number takes
+-- HINCRBY, Redis's exact 64-bit add.
+local CARRY = 2 ^ 50
+local EXACT = 2 ^ 53
+local function add_fields(key, fields, los, his)
+  for i = 1, #fields, 4000 do
+    local j = math.min(i + 3999, #fields)
+    local current = redis.call("HMGET", key, unpack(fields, i, j))
+    local args, n = {}, 0
+    for k = i, j do
+      local lo, hi = los[k], his and his[k] or 0
+      local v = current[k - i + 1]
+      local old = 0
+      if v then
+        old = tonumber(v)
+      end
+      local new = old and old + lo
+      if hi == 0 and new and old > -EXACT and old < EXACT
+          and new > -EXACT and new < EXACT then
+        args[n + 1] = fields[k]
+        args[n + 2] = fmt(new)
+        n = n + 2
+      else
+        for _, m in ipairs({lo, hi * CARRY}) do
+          if m ~= 0 then
+            redis.call("HINCRBY", key, fields[k], fmt(m))
+          end
+        end
+      end
+    end
+    if n > 0 then
+      redis.call("HSET", key, unpack(args, 1, n))
+    end
+  end
+end
+
 -- 1. Offsets: refuse the plan if any partition moved since it was built.
 local off_key = KEYS[1]
 for _, o in ipairs(plan.o) do
@@ -41,26 +81,9 @@ end
 
 -- Surge traffic per event-time minute: (scope|key) -> records, one hash a
 -- minute, and the index of minutes the surge judge walks (streams/alerts.py).
--- A batch touches thousands of cells of a few minutes: one HMGET and one HSET
--- a minute (in chunks, for unpack's limit) instead of a HINCRBY a cell. The
--- counts stay far below 2^53, so Lua's doubles add them exactly.
 for minute, cells in pairs(plan.m) do
   local mk = P .. "sm:" .. minute
-  for i = 1, #cells, 4000 do
-    local j = math.min(i + 3999, #cells)
-    local fields, args, n = {}, {}, 0
-    for k = i, j do
-      fields[k - i + 1] = cells[k][1]
-    end
-    local current = redis.call("HMGET", mk, unpack(fields))
-    for k = i, j do
-      local v = current[k - i + 1]
-      args[n + 1] = fields[k - i + 1]
-      args[n + 2] = (v and tonumber(v) or 0) + cells[k][2]  -- an integer < 2^53
-      n = n + 2
-    end
-    redis.call("HSET", mk, unpack(args))
-  end
+  add_fields(mk, cells[1], cells[2])  -- [fields], [records]
   redis.call("PEXPIRE", mk, plan.mt)
   redis.call("ZADD", P .. "sm:idx", minute, minute)
 end
@@ -170,9 +193,8 @@ local function counters(b, c)
   return d[3], k
 end
 
--- Lua numbers are doubles, exact to 2^53: a batch's sum carries every 2^50 into
--- name.."^" (in units of 2^50), so 20,000 orders of 10^12 fen stay exact.
-local CARRY = 2 ^ 50
+-- Lua numbers are doubles, exact to 2^53: a batch's sum carries every CARRY
+-- (2^50) into name.."^", so 20,000 orders of 10^12 fen stay exact.
 local function add(t, name, n)
   local v = (t[name] or 0) + n
   if v >= CARRY or v <= -CARRY then
@@ -260,43 +282,6 @@ end
 -- summed here first, so each (channel, counter) is written once per batch.
 for i = 1, #brands, 1000 do
   redis.call("SADD", P .. "brands", unpack(brands, i, math.min(i + 999, #brands)))
-end
--- Counters are added to their hashes with one HMGET and one HSET a hash (in
--- chunks), not a HINCRBY a field: a batch touches tens of thousands of fields.
--- Lua's doubles add exactly below 2^53 (¥90 trillion of fen): a field at or
--- past that, a delta with a carry, or a value that is not a number takes
--- HINCRBY, Redis's exact 64-bit add, as before.
-local EXACT = 2 ^ 53
-local function add_fields(key, fields, los, his)
-  for i = 1, #fields, 4000 do
-    local j = math.min(i + 3999, #fields)
-    local current = redis.call("HMGET", key, unpack(fields, i, j))
-    local args, n = {}, 0
-    for k = i, j do
-      local lo, hi = los[k], his[k]
-      local v = current[k - i + 1]
-      local old = 0
-      if v then
-        old = tonumber(v)
-      end
-      local new = old and old + lo
-      if hi == 0 and new and old > -EXACT and old < EXACT
-          and new > -EXACT and new < EXACT then
-        args[n + 1] = fields[k]
-        args[n + 2] = fmt(new)
-        n = n + 2
-      else
-        for _, m in ipairs({lo, hi * CARRY}) do
-          if m ~= 0 then
-            redis.call("HINCRBY", key, fields[k], fmt(m))
-          end
-        end
-      end
-    end
-    if n > 0 then
-      redis.call("HSET", key, unpack(args, 1, n))
-    end
-  end
 end
 local pending = {}  -- key -> {fields, los, his}
 local function queue_add(key, field, lo, hi)

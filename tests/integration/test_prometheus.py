@@ -18,7 +18,15 @@ import pytest
 
 from tests.deploy.test_ops_files import dashboard_exprs
 from tests.integration.helpers import poll, reset_after, settled_report
-from tests.support.services import ROOT, STREAMS, Env, Worker, free_port, recording_env
+from tests.support.services import (
+    ROOT,
+    STREAMS,
+    Env,
+    Worker,
+    free_port,
+    recording_env,
+    stop_processes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -95,12 +103,7 @@ def prometheus(tmp: Path, targets: list[str]) -> Iterator[Prometheus]:
         poll(ready, bool, 60, "prometheus ready")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop_processes([proc])
         log.close()
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +16,13 @@ import pytest
 
 from streams.check import check
 from tests.support.redis_servers import acl_redis
-from tests.support.services import ROOT, STREAMS, Env, Worker, recording_env
+from tests.support.services import (
+    STREAMS,
+    Env,
+    Worker,
+    one_line_error,
+    recording_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,29 +43,6 @@ def _env(port: int, **more: str) -> Env:
     )
 
 
-def _run(
-    env: Env, *args: str, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=env.environ(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _one_line_error(done: subprocess.CompletedProcess[str], secret: str) -> str:
-    assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("presale: error: "), lines
-    assert "Traceback" not in done.stderr
-    assert secret not in done.stdout + done.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     "how", ["env", "url", "none"], ids=["env-password", "url-password", "no-auth"]
 )
@@ -79,7 +60,7 @@ def test_wrong_password_is_one_clear_line(acl_port: int, how: str) -> None:
     else:
         env = _env(acl_port)
     for args in (("report", "--json"), ("worker", "--loglevel", "info")):
-        line = _one_line_error(_run(env, *args), wrong)
+        line = one_line_error(env.run(*args), wrong)
         assert "Redis" in line, line
         if how != "none":
             assert "credentials" in line, line
@@ -114,12 +95,12 @@ def test_right_password_works_secrets_never_shown(acl_port: int) -> None:
     env = _env(acl_port, PRESALE_REDIS_USERNAME=USER, PRESALE_REDIS_PASSWORD=PASSWORD)
     worker = Worker(env, "acl", loglevel="info").start()
     try:
-        replayed = _run(env, "replay", "--quiet", str(STREAMS / "small.jsonl.gz"))
+        replayed = env.run("replay", "--quiet", str(STREAMS / "small.jsonl.gz"))
         assert replayed.returncode == 0, replayed.stderr
         live = env.wait_applied(alive=[worker])
         want = json.loads((STREAMS / "small.expected.json").read_text())
         assert check(live, want) == []
-        table = _run(env, "report")
+        table = env.run("report")
         assert table.returncode == 0, table.stderr
 
         # Ready: partitions assigned and the lag of each known (6 x 3 topics).

@@ -322,7 +322,7 @@ def test_dead_letters_counted_in_the_store() -> None:
 
 
 def test_batch_decode_is_codecs_decode_record_by_record() -> None:
-    """Pipeline.decode inlines the fast path: the same answers, in order."""
+    """Pipeline.decode gives codecs.decode's answers, record by record, in order."""
     from streams.codecs import decode
 
     pipeline, _store, _metrics = make_pipeline()

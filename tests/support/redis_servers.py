@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.services import free_port
+from tests.support.services import free_port, stop_processes
 
 _READY_S = 60.0
 
@@ -78,18 +78,6 @@ def _start(port: int, workdir: Path, *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=20)
-
-
 @contextmanager
 def acl_redis(user: str, password: str) -> Iterator[int]:
     """A Redis whose default user is off: only `user` with `password` gets in.
@@ -118,7 +106,7 @@ def acl_redis(user: str, password: str) -> Iterator[int]:
             )
             yield port
         finally:
-            _stop([proc])
+            stop_processes([proc], timeout=20)
 
 
 @contextmanager
@@ -172,7 +160,7 @@ def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
                 )
             yield ports
         finally:
-            _stop(procs)
+            stop_processes(procs, timeout=20)
 
 
 def keys_by_node(ports: list[int], pattern: str) -> dict[int, int]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.services import ROOT, free_port
+from tests.support.services import ROOT, free_port, stop_processes
 
 VERSION = os.environ.get("PRESALE_KAFKA_VERSION", "4.3.1")
 CACHE = Path(os.environ.get("PRESALE_CACHE_DIR", str(ROOT / ".cache")))
@@ -163,9 +163,4 @@ def sasl_kafka(user: str, password: str) -> Iterator[int]:
                 time.sleep(0.5)
             yield port
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+            stop_processes([proc], timeout=60)

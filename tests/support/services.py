@@ -50,6 +50,31 @@ def services_up() -> bool:
     return True
 
 
+def one_line_error(done: subprocess.CompletedProcess[str], secret: str) -> str:
+    """A command that failed as a CLI error must: non-zero, one line on stderr
+    starting `presale: error: `, no traceback, and `secret` nowhere."""
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("presale: error: "), lines
+    assert "Traceback" not in done.stderr
+    assert secret not in done.stdout + done.stderr
+    return lines[0]
+
+
+def stop_processes(procs: list[subprocess.Popen[Any]], timeout: float = 30) -> None:
+    """SIGTERM each process still running, then SIGKILL what has not exited."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=30)
+
+
 def recording_env(name: str) -> dict[str, str]:
     """The settings of committed recording `name`, as environment variables."""
     settings = json.loads((STREAMS / f"{name}.settings.json").read_text())
@@ -83,9 +108,9 @@ class Env:
         env.update(more)
         return env
 
-    def presale(self, *args: str, check: bool = True, timeout: float = 300) -> str:
-        """Run one `presale` command; returns its stdout."""
-        done = subprocess.run(
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run one `presale` command to its end, output captured."""
+        return subprocess.run(
             [sys.executable, "-m", "streams.cli", *args],
             env=self.environ(),
             cwd=ROOT,
@@ -93,6 +118,10 @@ class Env:
             text=True,
             timeout=timeout,
         )
+
+    def presale(self, *args: str, check: bool = True, timeout: float = 300) -> str:
+        """Run one `presale` command; returns its stdout."""
+        done = self.run(*args, timeout=timeout)
         if check and done.returncode != 0:
             command = " ".join(args)
             msg = f"presale {command} exited {done.returncode}: {done.stderr[-2000:]}"
