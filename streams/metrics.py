@@ -37,6 +37,7 @@ class Metrics:
     batch_seconds: Histogram
     redis_seconds: Histogram
     stale_plans: Counter
+    offset_gaps: Counter
     outbox_published: Counter
     retries: Counter
 
@@ -144,6 +145,13 @@ class Metrics:
             stale_plans=Counter(
                 "presale_stale_batches_total",
                 "Batches refused because another worker had moved the offsets.",
+                registry=r,
+            ),
+            offset_gaps=Counter(
+                "presale_offset_gaps_total",
+                "Batches whose records began past the next offset to apply, "
+                "by topic: re-read from there.",
+                ["topic"],
                 registry=r,
             ),
             outbox_published=Counter(

@@ -84,6 +84,9 @@ class Pipeline:
         self.applied: dict[str, int] = {}
         self.confirmed: dict[str, int] = {}
         self.inflight: _Inflight | None = None
+        # "short:partition" -> first offset of a batch that began past the next
+        # offset to apply; seen a second time after a re-read, the gap is Kafka's.
+        self.gaps: dict[str, int] = {}
         self.latest_event_ms = 0
         # Called after each applied batch (the surge judge looks at once).
         self.after_apply: Callable[[], None] | None = None
@@ -165,10 +168,12 @@ class Pipeline:
         ran but whose answer was lost is recognised and skipped.
         """
         delay_s = 0.1
+        retry = False
         while True:
             try:
-                return await self._next_batch(batch)
+                return await self._next_batch(batch, retry)
             except TRANSIENT as exc:
+                retry = True
                 self.metrics.retries.labels(_kind(exc)).inc()
                 log.warning("batch failed (%r); retrying in %.1f s", exc, delay_s)
                 await asyncio.sleep(delay_s)
@@ -189,10 +194,58 @@ class Pipeline:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
 
+    def _skipped(
+        self, batch: Mapping[TP, list[ConsumerRecord]], retry: bool
+    ) -> dict[TP, int] | None:
+        """Partitions whose records begin past the next offset to apply, and
+        where to re-read them from.
+
+        Every seek is to the store's offsets, so a batch that begins further on
+        means records were fetched and never applied: a batch dropped in a
+        rebalance, or a re-read that was asked for and lost. Applying it would
+        move the offsets past those records for good. Instead the partition is
+        read again from the next offset to apply; if it begins at the same place
+        again, Kafka has nothing in between (transaction markers, compaction,
+        retention) and the batch is applied; a batch tried again after a failure
+        was not read again, so it proves nothing.
+        """
+        skipped: dict[TP, int] | None = None
+        gaps = self.gaps
+        for tp, recs in batch.items():
+            name = self.name(tp)
+            first = recs[0].offset
+            after = self.applied.get(name, -1)
+            if first <= after + 1:
+                if gaps:
+                    gaps.pop(name, None)
+                continue
+            if not retry and gaps.get(name) == first:  # read again: Kafka's gap
+                del gaps[name]
+                continue
+            gaps[name] = first
+            log.warning(
+                "%s: batch begins at offset %d, past %d, the next to apply; "
+                "reading again from %d",
+                name,
+                first,
+                after + 1,
+                after + 1,
+            )
+            self.metrics.offset_gaps.labels(name.partition(":")[0]).inc()
+            if skipped is None:
+                skipped = {}
+            skipped[tp] = after + 1
+        return skipped
+
     async def _next_batch(
-        self, batch: Mapping[TP, list[ConsumerRecord]]
+        self, batch: Mapping[TP, list[ConsumerRecord]], retry: bool = False
     ) -> dict[TP, int] | None:
         started = time.perf_counter()
+        skipped = self._skipped(batch, retry)
+        if skipped is not None:
+            batch = {tp: recs for tp, recs in batch.items() if tp not in skipped}
+            if not batch:
+                return skipped
         records = self.decode(batch)
         # Planned on the offsets the step in flight will leave (optimistic)...
         plan = plan_batch(records, self.rules, self.applied)
@@ -201,7 +254,7 @@ class Pipeline:
             # The store went back: everything past its offsets is read again.
             fresh = await self.store.applied_offsets(self.name(tp) for tp in batch)
             reseek.update({tp: fresh[self.name(tp)] + 1 for tp in batch})
-            return reseek
+            return reseek if skipped is None else {**skipped, **reseek}
         if any(  # ...and planned again if that step was refused and redone.
             self.applied.get(n, -1) != before for n, (before, _) in plan.offsets.items()
         ):
@@ -209,13 +262,13 @@ class Pipeline:
         if plan.rejected:  # ~0.5% of records: most batches have a few
             await self.send_dead_letters(batch, records)
         if plan.empty:
-            return None
+            return skipped
         for name, (_before, last) in plan.offsets.items():
             self.applied[name] = last
         # Sent in full before the next batch is planned (store.send), so Redis
         # applies this step while the worker plans the next one.
         self.inflight = _Inflight(batch, records, plan, started, await self._send(plan))
-        return None
+        return skipped
 
     async def _send(self, plan: Plan) -> asyncio.Future[Applied | Stale]:
         t0 = time.perf_counter()
