@@ -29,6 +29,12 @@ _REANCHOR_AFTER = 50
 # the producer's batches (about 256 KB each), small enough to bound memory.
 _IN_FLIGHT = 20_000
 
+# How long a record may wait for its partition's leader (a broker restarting)
+# before the replay gives up on it. aiokafka's default, 40 s, is shorter than a
+# broker that reloads many partitions takes to come back; the idempotent
+# producer retries without duplicates meanwhile.
+_DELIVERY_TIMEOUT_MS = 180_000
+
 
 @dataclass
 class ReplayResult:
@@ -106,7 +112,7 @@ async def replay(
     """Publish `paths`; `speed` None is flat out, N is N times event time."""
     total = count_records(paths)
     await ensure_topics(settings)
-    producer = await start_producer(settings)
+    producer = await start_producer(settings, request_timeout_ms=_DELIVERY_TIMEOUT_MS)
     topics = {short: settings.topic(short) for short in ("clicks", "carts", "orders")}
     published = 0
     started = time.monotonic()
