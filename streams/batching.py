@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -93,7 +94,30 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _seek_owned(self, offsets: Mapping[TP, int]) -> None:
         owned = self.assignment()
-        await self.seek_wait({tp: o for tp, o in offsets.items() if tp in owned})
+        mine = {tp: o for tp, o in offsets.items() if tp in owned}
+        if mine:
+            await self.seek_wait(mine)
+
+    async def _rewind(self, records: Mapping[TP, list[ConsumerRecord]]) -> None:
+        """Read these records again later: they were fetched and not applied.
+
+        Records fetched while a rebalance runs are set aside. The seek after the
+        assignment usually rewinds their partitions, but it can run first, between
+        fetching them and handing them over: without this the consumer would go on
+        past them, and they would never be applied. (The pipeline checks each
+        batch's first offset as well: `Pipeline._skipped`.)
+        """
+        offsets = {
+            tp: recs[0].offset
+            for tp, recs in records.items()
+            if tp.topic in self.batch_app.batch_topics and recs
+        }
+        if not offsets:
+            return
+        try:
+            await self._seek_owned(offsets)
+        except KafkaError as exc:  # not assigned any more: moot
+            log.info("not rewinding %s: %r", sorted(offsets), exc)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # consumer.py:1170
         app = self.batch_app
@@ -115,11 +139,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     for tp, recs in records.items()
                     if tp.topic in app.batch_topics and (active is None or tp in active)
                 }
+                if len(batch) != len(records):
+                    await self._rewind(
+                        {tp: r for tp, r in records.items() if tp not in batch}
+                    )
                 if not batch:
                     continue
                 async with self.batch_lock:
-                    if not self.flow_active:
-                        continue  # rebalancing: perform_seek() rewinds afterwards
+                    if not self.flow_active:  # rebalancing: not applied now
+                        await self._rewind(batch)
+                        continue
                     reseek = await handler(batch)
                 if reseek:
                     await self._seek_owned(reseek)
