@@ -146,10 +146,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if not batch:
                     continue
                 async with self.batch_lock:
-                    if not self.flow_active:  # rebalancing: not applied now
-                        await self._rewind(batch)
-                        continue
-                    reseek = await handler(batch)
+                    # Rebalancing: not applied now, rewound (outside the lock,
+                    # which the revocation waits for).
+                    set_aside = not self.flow_active
+                    reseek = None if set_aside else await handler(batch)
+                if set_aside:
+                    await self._rewind(batch)
+                    continue
                 if reseek:
                     await self._seek_owned(reseek)
                 await asyncio.sleep(0)  # let the web server and rebalances run
