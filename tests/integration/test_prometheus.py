@@ -112,8 +112,8 @@ def test_prometheus_scrapes_the_worker(tmp_path: Path) -> None:
     records replayed, batch sizes summing to the same, the report's gross GMV
     and milestone count; all 6 alert rules evaluate without error; every
     dashboard query is valid PromQL that returns data, but those of events
-    the recording lacks (surge alerts, retries, stale batches); after the
-    worker stops, up turns 0 and PresaleWorkerDown is pending."""
+    the recording lacks (surge alerts, retries, stale batches, offset gaps);
+    after the worker stops, up turns 0 and PresaleWorkerDown is pending."""
     env = Env(recording_env("small"))
     with reset_after(env):
         worker = Worker(env, "prom").start()
@@ -175,7 +175,12 @@ def check_scraped(prom: Prometheus, report: dict[str, Any]) -> None:
         "all 6 rules evaluated with health ok",
     )
 
-    empty_expected = ("presale_alerts_total", "retries_total", "stale_batches_total")
+    empty_expected = (
+        "presale_alerts_total",
+        "retries_total",
+        "stale_batches_total",
+        "offset_gaps_total",
+    )
     for title, expr in dashboard_exprs():
         promql = expr.replace("$__rate_interval", "1m")
         if any(name in expr for name in empty_expected):
