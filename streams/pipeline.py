@@ -238,7 +238,7 @@ class Pipeline:
         return skipped
 
     async def _next_batch(
-        self, batch: Mapping[TP, list[ConsumerRecord]], retry: bool = False
+        self, batch: Mapping[TP, list[ConsumerRecord]], retry: bool
     ) -> dict[TP, int] | None:
         started = time.perf_counter()
         skipped = self._skipped(batch, retry)

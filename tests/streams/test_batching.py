@@ -12,6 +12,7 @@ from faust.types import TP
 from streams.app import create_app
 from streams.batching import BatchConsumerThread
 from streams.settings import Settings
+from tests.streams.test_pipeline_memory import rec
 
 
 def test_worker_consumer_fetch_wait_is_the_setting() -> None:
@@ -38,10 +39,7 @@ def test_fetch_wait_default_is_short() -> None:
 
 
 def _records(tp: TP, offsets: range) -> list[ConsumerRecord[bytes, bytes]]:
-    return [
-        ConsumerRecord(tp.topic, tp.partition, i, 0, 0, None, b"{}", None, -1, 2, [])
-        for i in offsets
-    ]
+    return [rec(tp, i, b"{}") for i in offsets]
 
 
 def test_records_fetched_while_rebalancing_are_read_again() -> None:

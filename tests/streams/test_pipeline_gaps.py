@@ -10,7 +10,7 @@ between).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -45,11 +45,11 @@ class FlakyStore(MemoryStore):
             raise RedisConnectionError("Redis went away")
         return await super().applied_offsets(partitions)
 
-    async def send(self, plan: Plan, now_ms: int) -> asyncio.Future[Applied | Stale]:
+    async def send(self, plan: Plan, now_ms: int) -> Awaitable[Applied | Stale]:
         if self.send_fails:
             self.send_fails -= 1
             raise RedisConnectionError("Redis went away")
-        return asyncio.ensure_future(self.apply(plan, now_ms))
+        return await super().send(plan, now_ms)
 
 
 def make() -> tuple[Pipeline, FlakyStore, Metrics]:
