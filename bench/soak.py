@@ -6,7 +6,7 @@ records every 2 s until it has applied them all. The first 10% of the records
 are the warm-up (imports, connection buffers, the first batches' peak); after
 it, RSS must stay within 10% of its value at the end of the warm-up.
 
-The dedupe sets get 32,768 shards here, as docs/exactly-once.md advises above
+The dedupe sets get 2,048 shards here, as docs/exactly-once.md advises above
 8M ids a generation (9.3M ids are counted), so they stay compact intsets.
 """
 
@@ -68,7 +68,7 @@ async def soak(records: int) -> int:
             f"{loaded.seconds:.1f} s ({loaded.rate:,.0f} records/s)",
             flush=True,
         )
-        env = presale_env(topic_prefix, campaign, PRESALE_DEDUPE_SHARDS="32768")
+        env = presale_env(topic_prefix, campaign, PRESALE_DEDUPE_SHARDS="2048")
         worker = start_worker(procs, env, f"soak-{stamp}")
         started = time.perf_counter()
         deadline = started + 60 + loaded.records / 5_000

@@ -39,7 +39,7 @@ class CampaignRules:
     baselines_fen: Mapping[str, int] = field(default_factory=dict)
     yoy_min_baseline_fen: int = 1_000_000
     dedupe_horizon_ms: int = DAY_MS
-    dedupe_shards: int = 16_384
+    dedupe_shards: int = 1_024
 
     @property
     def first_hour_end_ms(self) -> int:

@@ -26,7 +26,7 @@ from streams.metrics import Metrics
 from streams.outbox import OutboxPublisher
 from streams.pipeline import Pipeline
 from streams.settings import Settings
-from streams.store import RedisStore
+from streams.store import RedisStore, intset_advice
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,11 @@ async def preflight(settings: Settings) -> None:
     store = RedisStore.from_settings(settings)
     try:
         await store.ping()
+        advice = intset_advice(await store.intset_limit(), settings.dedupe_shards)
     finally:
         await store.close()
+    if advice:
+        log.warning("%s", advice)
     # A refused SASL login is logged by aiokafka on its way to the one-line
     # error below; keep the worker's failure to that one line, as the CLI's.
     aiokafka_log = logging.getLogger("aiokafka")

@@ -255,7 +255,7 @@ class Settings:
     web_port: int = 6066  # PRESALE_WEB_PORT
     metrics_port: int = 9108  # PRESALE_METRICS_PORT
     dedupe_horizon_ms: int = DAY_MS  # PRESALE_DEDUPE_HORIZON_MS
-    dedupe_shards: int = 16_384  # PRESALE_DEDUPE_SHARDS
+    dedupe_shards: int = 1_024  # PRESALE_DEDUPE_SHARDS
     max_record_bytes: int = 65_536  # PRESALE_MAX_RECORD_BYTES
     batch_max_records: int = 40_000  # PRESALE_BATCH_MAX_RECORDS
     # How long the broker may hold a fetch that finds no new data (Faust fixes

@@ -33,6 +33,22 @@ APPLY_LUA: Final = resources.files("streams").joinpath("lua/apply.lua").read_tex
 # A minute's traffic counts are kept two hours after they were last written:
 # the surge judge needs the last dozen minutes only (docs/alerts.md).
 TRAFFIC_TTL_MS: Final = 7_200_000
+# Ids a dedupe generation should hold in compact intsets (about 8 bytes an id):
+# PRESALE_DEDUPE_SHARDS x Redis's set-max-intset-entries, 1,024 x 8,192 by default.
+COMPACT_IDS: Final = 8_000_000
+
+
+def intset_advice(limit: int | None, shards: int) -> str | None:
+    """A warning when the dedupe sets would leave Redis's compact intsets early."""
+    if limit is None or limit * shards >= COMPACT_IDS:
+        return None
+    enough = 1 << (-(-COMPACT_IDS // shards) - 1).bit_length()  # a power of two
+    return (
+        f"Redis keeps sets compact up to {limit:,} integers (set-max-intset-entries):"
+        f" with PRESALE_DEDUPE_SHARDS={shards} the dedupe sets take about 5x the"
+        f" memory past {limit * shards:,} ids a generation; set"
+        f" set-max-intset-entries to {enough} or more"
+    )
 
 
 class Store(Protocol):
@@ -199,6 +215,18 @@ class RedisStore:
         """One Redis server or a Redis Cluster, with AUTH and TLS as configured."""
         client: Any = redis_client(settings)
         return cls(client, settings.redis_prefix, settings.rules)
+
+    async def intset_limit(self) -> int | None:
+        """Redis's `set-max-intset-entries`; None where CONFIG is refused (many
+        managed services disable it) or answers in no shape we know."""
+        try:
+            raw = await self.client.config_get("set-max-intset-entries")
+        except (ResponseError, RedisClusterException):
+            return None
+        value = raw.get("set-max-intset-entries") if isinstance(raw, dict) else None
+        if isinstance(value, bytes):
+            value = value.decode()
+        return int(value) if isinstance(value, str) and value.isdigit() else None
 
     async def ping(self) -> None:
         """Fail with one readable line when Redis does not answer."""

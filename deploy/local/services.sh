@@ -312,6 +312,7 @@ start_redis() {
   redis-server --bind "$HOST" --port "$REDIS_PORT" \
     --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" \
     --dir "$REDIS_DIR" --appendonly yes --appendfsync everysec --save '' \
+    --set-max-intset-entries 8192 \
     </dev/null >>"$SETUP_LOG" 2>&1 9>&- \
     || { tail -n 20 "$SETUP_LOG" >&2; die "redis-server failed to start (see $(rel "$SETUP_LOG"))"; }
 }

@@ -76,3 +76,37 @@ def test_huge_sums_stay_exact() -> None:
     assert live["totals"]["net_gmv_fen"] == 9_100 * amount
     assert live["brands"][0]["first_hour_gross_gmv_fen"] == 9_100 * amount
     assert live["totals"]["gross_gmv_fen"] == want["totals"]["gross_gmv_fen"]
+
+
+
+def test_intset_limit_is_redis_own_and_a_full_shard_stays_an_intset() -> None:
+    """The limit the worker's advice reads is the server's; a dedupe shard of that
+    many ids is a compact intset (its members are 64-bit integers), one more is not."""
+    asyncio.run(_fill_one_shard())
+
+
+async def _fill_one_shard() -> None:
+    campaign = f"intset-{uuid.uuid4().hex[:8]}"
+    rules = CampaignRules(campaign, T0, T0 + 3_600_000, dedupe_shards=1)
+    store = RedisStore.from_url(REDIS, f"presale:{{{campaign}}}:", rules)
+    try:
+        limit = await store.intset_limit()
+        raw = await store.client.config_get("set-max-intset-entries")
+        assert limit is not None
+        assert limit == int(raw["set-max-intset-entries"])
+        records: list[Record] = [
+            ("clicks:0", i, Event(f"c{i}", "click", T0 + i, "u", "b"))
+            for i in range(limit + 1)
+        ]
+        key = f"{store.prefix}dd:{T0 // rules.dedupe_horizon_ms}:0"
+        for upto, applied, encoding in (
+            (limit, {}, b"intset"),
+            (limit + 1, {"clicks:0": limit - 1}, b"hashtable"),
+        ):
+            plan = plan_batch(records[:upto], rules, applied)
+            assert isinstance(await store.apply(plan, T0), Applied)
+            assert await store.client.scard(key) == upto
+            assert await store.client.object("encoding", key) == encoding
+    finally:
+        await store.reset()
+        await store.close()
