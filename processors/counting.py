@@ -100,6 +100,9 @@ class CancelLine(NamedTuple):
     amount_fen: int
 
 
+Record = tuple[str, int, "Event | Rejection"]  # ("topic:partition", offset, decoded)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """Everything one atomic store step applies for a batch."""
@@ -124,9 +127,12 @@ class Plan:
     # (topic short name, event type or "invalid") -> records the plan covers
     inputs: dict[tuple[str, str], int] = field(default_factory=dict)
     # Traffic per event-time minute and surge scope (processors/surge.py):
-    # (minute_ms, scope, key) -> records. Counted as delivered: a producer's
-    # duplicate is traffic too (Kafka's redeliveries are not: offsets guard them).
-    traffic: dict[tuple[int, str, str], int] = field(default_factory=dict)
+    # minute_ms -> {"scope|key": records}, the fields of the minute's Redis hash
+    # (streams/alerts.py). Counted as delivered: a producer's duplicate is
+    # traffic too (Kafka's redeliveries are not: offsets guard them).
+    traffic: dict[int, dict[str, int]] = field(default_factory=dict)
+    # The rejected records the plan covers, in order: their dead letters.
+    rejections: list[Record] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -145,9 +151,6 @@ def dedupe_id(kind: str, key: str, shards: int) -> DedupeId:
     """The id one event is deduplicated by, within its type's space."""
     shard, member = _dedupe(_SPACE[kind], key, shards)
     return DedupeId(shard, member)
-
-
-Record = tuple[str, int, "Event | Rejection"]  # ("topic:partition", offset, decoded)
 
 
 def plan_batch(
@@ -170,6 +173,7 @@ def plan_batch(
     orders: list[OrderLine] = []
     cancels: list[CancelLine] = []
     rejected: dict[str, int] = {}
+    rejections: list[Record] = []
     out_of_window = 0
     # Rare paths, counted per topic and type for the records-in metric; the
     # common ones are counted from the plan's lists at the end.
@@ -210,6 +214,7 @@ def plan_batch(
         if offset > last:
             last = offset
         if type(decoded) is Rejection:
+            rejections.append((tp, offset, decoded))
             rejected[decoded.reason] = rejected.get(decoded.reason, 0) + 1
             unusual[topic, "invalid"] = unusual.get((topic, "invalid"), 0) + 1
             continue
@@ -295,18 +300,24 @@ def plan_batch(
     ):
         if n:
             inputs[key] = inputs.get(key, 0) + n
-    traffic: dict[tuple[int, str, str], int] = {}
-    for cell, n in per_minute.items():
-        minute = (cell >> 24) * MINUTE_MS
-        for scoped in (
-            (minute, BRAND, brands[cell >> 4 & 0xFFFFF]),
-            (minute, CHANNEL, CHANNELS[cell & 0xF]),
-        ):
-            traffic[scoped] = traffic.get(scoped, 0) + n
+    # Folded into each minute's fields: a brand's and a channel's per cell.
+    traffic: dict[int, dict[str, int]] = {}
+    brand_fields = [BRAND + "|" + b for b in brands]
+    channel_fields = [CHANNEL + "|" + c for c in CHANNELS]
+    minute_of_cell = -1
+    cells: dict[str, int] = {}
+    for cell, n in per_minute.items():  # mostly in runs of one minute
+        if cell >> 24 != minute_of_cell:
+            minute_of_cell = cell >> 24
+            cells = traffic.setdefault(minute_of_cell * MINUTE_MS, {})
+        brand_field = brand_fields[cell >> 4 & 0xFFFFF]
+        cells[brand_field] = cells.get(brand_field, 0) + n
+        channel_field = channel_fields[cell & 0xF]
+        cells[channel_field] = cells.get(channel_field, 0) + n
     for (minute, room_id), n in rooms.items():
-        traffic[minute, ROOM, room_id] = n
+        traffic.setdefault(minute, {})[ROOM + "|" + room_id] = n
     for (minute, b), n in flash.items():
-        traffic[minute, FLASH_SALE_ORDERS, brands[b]] = n
+        traffic.setdefault(minute, {})[FLASH_SALE_ORDERS + "|" + brands[b]] = n
     return Plan(
         offsets=offsets,
         brands=brands,
@@ -322,6 +333,7 @@ def plan_batch(
         rejected=rejected,
         inputs=inputs,
         traffic=traffic,
+        rejections=rejections,
     )
 
 

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from bisect import bisect_right
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
@@ -27,6 +28,7 @@ from streams.settings import Settings
 from streams.store import Store
 
 log = logging.getLogger(__name__)
+_offset = attrgetter("offset")
 
 # Failures that pass: Redis or Kafka restarting, a connection dropped.
 TRANSIENT = (
@@ -122,28 +124,23 @@ class Pipeline:
         return records
 
     async def send_dead_letters(
-        self, batch: Mapping[TP, list[ConsumerRecord]], records: list[Record]
+        self, batch: Mapping[TP, list[ConsumerRecord]], rejections: list[Record]
     ) -> None:
-        """Publish the batch's rejected records and wait until Kafka has them."""
+        """Publish a plan's rejected records and wait until Kafka has them."""
         if self.producer is None:
             return
-        # `records` is `decode(batch)`: the same records in the same order, so
-        # a rejection's position finds its original (rejections are ~0.5%).
-        spans: list[tuple[int, TP, list[ConsumerRecord]]] = []
-        start = 0
-        for tp, recs in batch.items():
-            spans.append((start, tp, recs))
-            start += len(recs)
-        starts = [first for first, _tp, _recs in spans]
+        # Each found in its partition's records, which come in offset order
+        # (rejections are ~0.5% of records: no pass over the whole batch).
+        by_name = {self.name(tp): (tp, recs) for tp, recs in batch.items()}
         futures = []
-        for i, (name, offset, decoded) in enumerate(records):
-            if type(decoded) is Rejection and offset > self.applied.get(name, -1):
-                first, tp, recs = spans[bisect_right(starts, i) - 1]
-                rec = recs[i - first]
-                value = dead_letter(decoded, tp.topic, tp.partition, offset, rec.value)
-                futures.append(
-                    await self.producer.send(self.deadletter_topic, value, key=rec.key)
-                )
+        for name, offset, rejection in rejections:
+            assert type(rejection) is Rejection
+            tp, recs = by_name[name]
+            rec = recs[bisect_left(recs, offset, key=_offset)]
+            value = dead_letter(rejection, tp.topic, tp.partition, offset, rec.value)
+            futures.append(
+                await self.producer.send(self.deadletter_topic, value, key=rec.key)
+            )
         if futures:
             await asyncio.gather(*futures)
 
@@ -259,8 +256,8 @@ class Pipeline:
             self.applied.get(n, -1) != before for n, (before, _) in plan.offsets.items()
         ):
             plan = plan_batch(records, self.rules, self.applied)
-        if plan.rejected:  # ~0.5% of records: most batches have a few
-            await self.send_dead_letters(batch, records)
+        if plan.rejections:  # ~0.5% of records: most batches have a few
+            await self.send_dead_letters(batch, plan.rejections)
         if plan.empty:
             return skipped
         for name, (_before, last) in plan.offsets.items():

@@ -148,14 +148,10 @@ def _dedupe_groups(plan: Plan) -> list[tuple[int, tuple[list[str], list[int]]]]:
 
 def _traffic_by_minute(plan: Plan) -> dict[str, tuple[list[str], list[int]]]:
     """The plan's traffic as minute -> (["scope|key", ...], [records, ...])."""
-    by_minute: dict[int, tuple[list[str], list[int]]] = {}
-    for (minute, scope, key), n in plan.traffic.items():
-        cells = by_minute.get(minute)
-        if cells is None:
-            cells = by_minute[minute] = ([], [])
-        cells[0].append(scope + "|" + key)
-        cells[1].append(n)
-    return {str(minute): cells for minute, cells in by_minute.items()}
+    return {
+        str(minute): (list(cells), list(cells.values()))
+        for minute, cells in plan.traffic.items()
+    }
 
 
 def _outcome(result: list[Any]) -> Applied | Stale:

@@ -317,8 +317,13 @@ def test_plan_traffic_is_scope_keys_per_minute() -> None:
             continue
         for scope, key in scope_keys(event):
             expected[minute_of(event.ts_ms), scope, key] += 1
-    assert plan.traffic == dict(expected)
+    traffic = {
+        (minute, *field.split("|", 1)): n
+        for minute, cells in plan.traffic.items()
+        for field, n in cells.items()
+    }
+    assert traffic == dict(expected)
     m = minute_of(T0 + 1_000)
-    assert plan.traffic[m, "room", "r1"] == 1
-    assert plan.traffic[m, "flash_sale_orders", "b2"] == 1
-    assert plan.traffic[m, "channel", "livestream"] == 1 + (m == minute_of(T0 + 59_999))
+    assert plan.traffic[m]["room|r1"] == 1
+    assert plan.traffic[m]["flash_sale_orders|b2"] == 1
+    assert plan.traffic[m]["channel|livestream"] == 1 + (m == minute_of(T0 + 59_999))
