@@ -78,7 +78,6 @@ def test_huge_sums_stay_exact() -> None:
     assert live["totals"]["gross_gmv_fen"] == want["totals"]["gross_gmv_fen"]
 
 
-
 def test_intset_limit_is_redis_own_and_a_full_shard_stays_an_intset() -> None:
     """The limit the worker's advice reads is the server's; a dedupe shard of that
     many ids is a compact intset (its members are 64-bit integers), one more is not."""
