@@ -397,9 +397,11 @@ async def run_bench(args: argparse.Namespace) -> int:
         for key in ("a", "b", "c"):
             if key in before["systems"]:
                 results[key] = _system_from_json(before["systems"][key])
-                results[key].note = (
-                    results[key].note + f" (from bench {before['stamp']})"
-                ).strip()
+                # Once: a peer carried over again keeps the run it was measured in.
+                if "(from bench " not in results[key].note:
+                    results[key].note = (
+                        results[key].note + f" (from bench {before['stamp']})"
+                    ).strip()
     print_table(dict(sorted(results.items())))
     ratios = print_summary(results, fresh) if "d" in results else {}
     split = _median_details(results["d"].details) if "d" in results else {}
