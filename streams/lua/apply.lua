@@ -18,8 +18,9 @@ local function fmt(n)
   return string.format("%.0f", n)
 end
 
--- Add to integer fields of a hash with one HMGET and one HSET (in chunks, for
--- unpack's limit), not a HINCRBY a field: a batch touches tens of thousands of
+-- Add to integer fields of a hash with one HMGET and one HSET (in chunks of
+-- 2,000 fields: the HSET's 4,000 values stay under unpack's limit of about
+-- 8,000, Lua's C stack), not a HINCRBY a field: a batch touches tens of thousands of
 -- counter fields and surge cells. Lua's doubles add exactly below 2^53 (¥90
 -- trillion of fen): a field at or past that, a delta with a carry (`his`, in
 -- units of CARRY; none when nil), or a value that is not a number takes
@@ -27,8 +28,8 @@ end
 local CARRY = 2 ^ 50
 local EXACT = 2 ^ 53
 local function add_fields(key, fields, los, his)
-  for i = 1, #fields, 4000 do
-    local j = math.min(i + 3999, #fields)
+  for i = 1, #fields, 2000 do
+    local j = math.min(i + 1999, #fields)
     local current = redis.call("HMGET", key, unpack(fields, i, j))
     local args, n = {}, 0
     for k = i, j do
