@@ -14,11 +14,11 @@ from streams.settings import Settings
 from tests.deploy.support import DEPLOY, setting_names, web_paths
 
 K8S = DEPLOY / "k8s"
-# docs/performance.md, `presale worker` alone at about 79k events/s: 0.83 of a
-# core (worker only; Redis's Lua step is another 0.64 on Redis's side) and a
-# 266 MiB peak RSS (247 MiB in the 10M-event soak).
-MEASURED_CORES = 0.83
-MEASURED_PEAK_MIB = 266
+# docs/performance.md, `presale worker` alone at about 122k events/s: 0.88 of a
+# core (worker only; Redis's Lua step is another 0.60 on Redis's side) and a
+# 234 MiB peak RSS (237 MiB in the 10M-event soak).
+MEASURED_CORES = 0.88
+MEASURED_PEAK_MIB = 237
 
 
 def _docs() -> dict[str, dict[str, Any]]:
