@@ -50,7 +50,7 @@ chaos: install services
 	PRESALE_CHAOS_KILLS=20 $(BIN)/python -m pytest -q tests/integration/test_exactly_once.py
 
 # The throughput benchmark of issue 5: presale's worker against three peers on a
-# 2M-event workload, freshness, 2 workers vs 1 (docs/performance.md; ~12 min).
+# 2M-event workload, freshness, 2 workers vs 1 (docs/performance.md; ~7 min).
 bench: $(BIN)/.bench-installed services
 	$(BIN)/python -m bench.run
 
