@@ -101,6 +101,7 @@ class CancelLine(NamedTuple):
 
 
 Record = tuple[str, int, "Event | Rejection"]  # ("topic:partition", offset, decoded)
+Rejected = tuple[str, int, Rejection]  # a Record whose value was refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,6 @@ class Plan:
     # (streams/alerts.py), so no minute is judged before every partition is past.
     highs: dict[str, int]
     out_of_window: int
-    rejected: dict[str, int]  # reason -> records
     # (topic short name, event type or "invalid") -> records the plan covers
     inputs: dict[tuple[str, str], int] = field(default_factory=dict)
     # Traffic per event-time minute and surge scope (processors/surge.py):
@@ -132,11 +132,19 @@ class Plan:
     # traffic too (Kafka's redeliveries are not: offsets guard them).
     traffic: dict[int, dict[str, int]] = field(default_factory=dict)
     # The rejected records the plan covers, in order: their dead letters.
-    rejections: list[Record] = field(default_factory=list)
+    rejections: list[Rejected] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not self.offsets
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Rejected records by reason."""
+        counts: dict[str, int] = {}
+        for _tp, _offset, rejection in self.rejections:
+            counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+        return counts
 
 
 # An id's 128-bit XXH3 hash: its low 64 bits, as a signed integer, are the
@@ -176,8 +184,7 @@ def plan_batch(
     low64, sign = _LOW64, _SIGN
     orders: list[OrderLine] = []
     cancels: list[CancelLine] = []
-    rejected: dict[str, int] = {}
-    rejections: list[Record] = []
+    rejections: list[Rejected] = []
     out_of_window = 0
     # Rare paths, counted per topic and type for the records-in metric; the
     # common ones are counted from the plan's lists at the end.
@@ -219,7 +226,6 @@ def plan_batch(
             last = offset
         if type(decoded) is Rejection:
             rejections.append((tp, offset, decoded))
-            rejected[decoded.reason] = rejected.get(decoded.reason, 0) + 1
             unusual[topic, "invalid"] = unusual.get((topic, "invalid"), 0) + 1
             continue
         assert type(decoded) is Event
@@ -249,13 +255,14 @@ def plan_batch(
                 flash[fl] = flash.get(fl, 0) + 1
         if kind in (CLICK, CART):  # _dedupe(), inlined: 70% of records
             h = hash_id(space[kind] + decoded.event_id.encode())
+            shard, member = (h >> 64) % shards, str((h & low64) - sign)
             by_bc = click_ids if kind == CLICK else cart_ids
             group = by_bc.get(bc)
             if group is None:
-                by_bc[bc] = ([(h >> 64) % shards], [str((h & low64) - sign)])
+                by_bc[bc] = ([shard], [member])
             else:
-                group[0].append((h >> 64) % shards)
-                group[1].append(str((h & low64) - sign))
+                group[0].append(shard)
+                group[1].append(member)
         elif kind == ORDER:
             assert decoded.order_id is not None
             orders.append(
@@ -330,7 +337,6 @@ def plan_batch(
         clock_ms=counted_ts[len(counted_ts) // 2] if counted_ts else 0,
         highs=highs,
         out_of_window=out_of_window,
-        rejected=rejected,
         inputs=inputs,
         traffic=traffic,
         rejections=rejections,

@@ -18,8 +18,7 @@ from redis.exceptions import BusyLoadingError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors.counting import Plan, Record, plan_batch
-from processors.events import Rejection
+from processors.counting import Plan, Record, Rejected, plan_batch
 from processors.state import Applied, Stale
 from streams.codecs import dead_letter, decode
 from streams.kafka import RenewableProducer
@@ -124,7 +123,7 @@ class Pipeline:
         return records
 
     async def send_dead_letters(
-        self, batch: Mapping[TP, list[ConsumerRecord]], rejections: list[Record]
+        self, batch: Mapping[TP, list[ConsumerRecord]], rejections: list[Rejected]
     ) -> None:
         """Publish a plan's rejected records and wait until Kafka has them."""
         if self.producer is None:
@@ -134,7 +133,6 @@ class Pipeline:
         by_name = {self.name(tp): (tp, recs) for tp, recs in batch.items()}
         futures = []
         for name, offset, rejection in rejections:
-            assert type(rejection) is Rejection
             tp, recs = by_name[name]
             rec = recs[bisect_left(recs, offset, key=_offset)]
             value = dead_letter(rejection, tp.topic, tp.partition, offset, rec.value)

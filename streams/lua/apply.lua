@@ -27,9 +27,10 @@ end
 -- HINCRBY, Redis's exact 64-bit add.
 local CARRY = 2 ^ 50
 local EXACT = 2 ^ 53
+local FIELDS_CHUNK = 2000
 local function add_fields(key, fields, los, his)
-  for i = 1, #fields, 2000 do
-    local j = math.min(i + 1999, #fields)
+  for i = 1, #fields, FIELDS_CHUNK do
+    local j = math.min(i + FIELDS_CHUNK - 1, #fields)
     local current = redis.call("HMGET", key, unpack(fields, i, j))
     local args, n = {}, 0
     for k = i, j do
