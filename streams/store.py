@@ -77,6 +77,7 @@ class Store(Protocol):
 
 def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
     """The plan in the compact JSON shape `lua/apply.lua` reads."""
+    click_groups, order_groups = _dedupe_groups(plan, rules.dedupe_horizon_ms)
     return orjson.dumps(
         {
             "o": [[tp, before, last] for tp, (before, last) in plan.offsets.items()],
@@ -98,13 +99,14 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
                 for o in plan.orders
             ],
             "x": [[x.brand, x.channel, x.amount_fen] for x in plan.cancels],
-            "d": _dedupe_groups(plan),
+            "dc": click_groups,
+            "dr": order_groups,
             "t": {
                 str(b): [[t.kind, t.threshold_fen] for t in targets]
                 for b, targets in plan.targets.items()
                 if targets
             },
-            "w": plan.clock_ms,
+            "ws": plan.samples,
             "h": rules.dedupe_horizon_ms,
             "s": rules.dedupe_shards,
             "m": _traffic_by_minute(plan),
@@ -116,34 +118,59 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
     )
 
 
-def _dedupe_groups(plan: Plan) -> list[tuple[int, tuple[list[str], list[int]]]]:
-    """The plan's ids by shard for `lua/apply.lua`: [[shard, [ids, owners]], ...].
+ClickGroup = tuple[int, int, list[str], list[int], list[int], list[int]]
+OrderGroup = tuple[int, list[str], list[int]]
+
+
+def _dedupe_groups(
+    plan: Plan, horizon_ms: int
+) -> tuple[list[ClickGroup], list[OrderGroup]]:
+    """The plan's ids by dedupe set for `lua/apply.lua`.
 
     Each id once, at its first occurrence in the batch (a later one is a
-    duplicate whatever Redis says), with its owner: the index of its tally or
-    line, counting clicks, carts, orders and cancels in turn. Grouped here, so
-    the atomic step, which holds Redis, does the least per id.
+    duplicate whatever Redis says, or late with it), with its owner: the index
+    of its tally or line, counting clicks, carts, orders and cancels in turn.
+    Clicks and carts: [generation, shard, ids, owners, event times, repeats],
+    the generation that of the event time, repeats a flat list of (index in
+    the group, copies) for ids met again in the batch. Orders and cancels:
+    [shard, ids, owners]. Grouped here, so the atomic step, which holds Redis,
+    does the least per id.
     """
-    groups: dict[int, tuple[list[str], list[int]]] = {}
-    get = groups.get
+    clicks: dict[tuple[int, int], ClickGroup] = {}
+    where: dict[str, tuple[ClickGroup, int]] = {}
+    get, find = clicks.get, where.get
+    owner = 0
+    for tally in chain(plan.clicks, plan.carts):
+        for shard, member, ts_ms in zip(
+            tally.shards, tally.members, tally.ts_ms, strict=True
+        ):
+            met = find(member)
+            if met is not None:
+                met[0][5].extend((met[1], 1))
+                continue
+            key = (ts_ms // horizon_ms, shard)
+            group = get(key)
+            if group is None:
+                group = clicks[key] = (key[0], shard, [], [], [], [])
+            where[member] = (group, len(group[2]))
+            group[2].append(member)
+            group[3].append(owner)
+            group[4].append(ts_ms)
+        owner += 1
+    orders: dict[int, OrderGroup] = {}
     seen: set[str] = set()
-    remember = seen.add
-    lines = chain((o.id for o in plan.orders), (x.id for x in plan.cancels))
-    owned = chain(
-        ((t.shards, t.members) for t in chain(plan.clicks, plan.carts)),
-        (((i.shard,), (i.member,)) for i in lines),
-    )
-    for owner, (shards, members) in enumerate(owned):
-        for shard, member in zip(shards, members, strict=True):
-            if member not in seen:
-                remember(member)
-                group = get(shard)
-                if group is None:
-                    groups[shard] = ([member], [owner])
-                else:
-                    group[0].append(member)
-                    group[1].append(owner)
-    return list(groups.items())
+    for ident in chain((o.id for o in plan.orders), (x.id for x in plan.cancels)):
+        shard, member = ident
+        if member not in seen:
+            seen.add(member)
+            group_o = orders.get(shard)
+            if group_o is None:
+                orders[shard] = (shard, [member], [owner])
+            else:
+                group_o[1].append(member)
+                group_o[2].append(owner)
+        owner += 1
+    return list(clicks.values()), list(orders.values())
 
 
 def _traffic_by_minute(plan: Plan) -> dict[str, tuple[list[str], list[int]]]:
@@ -158,8 +185,8 @@ def _outcome(result: list[Any]) -> Applied | Stale:
     """What `lua/apply.lua` answered."""
     if result[0] == b"stale":
         return Stale(result[1].decode(), int(result[2]))
-    milestones = [Milestone(**orjson.loads(r)) for r in result[3:]]
-    return Applied(milestones, int(result[1]), int(result[2]))
+    milestones = [Milestone(**orjson.loads(r)) for r in result[4:]]
+    return Applied(milestones, int(result[1]), int(result[2]), int(result[3]))
 
 
 def _int_map(raw: Mapping[bytes, bytes]) -> dict[str, int]:
@@ -376,6 +403,7 @@ class RedisStore:
             dead_letters=_int_map(dead_raw),
             out_of_window=meta.get("out_of_window", 0),
             watermark_ms=meta.get("watermark_ms", 0),
+            late=meta.get("late", 0),
             alerts=decode_alerts(alerts_raw),
         )
 
@@ -451,6 +479,7 @@ class MemoryStore:
             dead_letters=s.dead_letters,
             out_of_window=s.out_of_window,
             watermark_ms=s.watermark_ms,
+            late=s.late,
         )
 
     async def reset(self) -> int:
