@@ -433,5 +433,3 @@ def test_yoy_and_threshold_together() -> None:
     assert _kinds(a.milestones) == [(GMV_THRESHOLD, 1_000, T0 + 1)]
     assert _kinds(b.milestones) == [(YOY_DOUBLE, 4_000, T0 + 2)]
     assert _kinds(c.milestones) == [(GMV_THRESHOLD, 5_000, T0 + 3)]
-
-
