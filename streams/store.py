@@ -16,6 +16,7 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -181,6 +182,21 @@ def _traffic_by_minute(plan: Plan) -> dict[str, tuple[list[str], list[int]]]:
     }
 
 
+# What Redis Cluster answers a script that touches a key of a slot this node
+# no longer serves (a slot migrated mid-step) or while the cluster is down: the
+# step wrote nothing (lua/apply.lua reads every key before its first write), so
+# it is tried again, like a MOVED or ASK redirection.
+_RETRY_STEP: Final = ("non local key", "cluster is down")
+
+
+def _transient(exc: ResponseError) -> ResponseError:
+    """A step's error, as TryAgainError when it passes (a slot on the move)."""
+    text = str(exc)
+    if any(marker in text for marker in _RETRY_STEP):
+        return TryAgainError(text)
+    return exc
+
+
 def _outcome(result: list[Any]) -> Applied | Stale:
     """What `lua/apply.lua` answered."""
     if result[0] == b"stale":
@@ -313,6 +329,8 @@ class RedisStore:
             result = await conn.read_response()
         except NoScriptError:  # Redis restarted and lost its script cache
             result = None
+        except ResponseError as exc:
+            raise _transient(exc) from exc
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
@@ -325,14 +343,17 @@ class RedisStore:
     async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
         payload = encode_plan(plan, self.rules)
         try:
-            result = await self._apply(
-                keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
-            )
-        except NoScriptError:  # Redis restarted and lost its script cache
-            self._apply = self.client.register_script(APPLY_LUA)
-            result = await self._apply(
-                keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
-            )
+            try:
+                result = await self._apply(
+                    keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
+                )
+            except NoScriptError:  # Redis restarted and lost its script cache
+                self._apply = self.client.register_script(APPLY_LUA)
+                result = await self._apply(
+                    keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
+                )
+        except ResponseError as exc:
+            raise _transient(exc) from exc
         return _outcome(result)
 
     async def report(self, top: int | None = None) -> dict[str, Any]:
