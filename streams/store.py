@@ -26,7 +26,7 @@ from processors.events import CHANNELS
 from processors.milestones import Milestone
 from processors.state import COUNTERS, Applied, CampaignState, Stale, apply_plan
 from streams.connect import redis_client
-from streams.errors import RedisUnavailable
+from streams.errors import RedisUnavailable, RulesMismatch
 from streams.report import BrandRow, shape_report
 from streams.settings import Settings
 
@@ -286,6 +286,29 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def pin_rules(self, rules: Mapping[str, str]) -> None:
+        """Store the campaign's rules at its first start; refuse, with one line,
+        rules that differ from those stored (a rule the stored ones lack, from a
+        newer version, is added)."""
+        key = self.prefix + "rules"
+        async with self.client.pipeline(transaction=True) as pipe:
+            for name, value in rules.items():
+                pipe.hsetnx(key, name, value)
+            pipe.hgetall(key)
+            *_added, stored_raw = await pipe.execute()
+        stored = {k.decode(): v.decode() for k, v in stored_raw.items()}
+        differ = [n for n, v in rules.items() if stored.get(n, v) != v]
+        if differ:
+            name = differ[0]
+            msg = (
+                f"{name} is {rules[name]!r} here, but campaign"
+                f" {self.rules.campaign_id!r} was started with {stored[name]!r}"
+                f" ({len(differ)} rule(s) differ): every worker of a campaign"
+                " must count by the same rules; start this worker with the"
+                " campaign's settings, or clear the campaign with `presale reset`"
+            )
+            raise RulesMismatch(msg)
 
     async def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
         names = list(partitions)
