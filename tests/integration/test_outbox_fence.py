@@ -1,0 +1,246 @@
+"""The outbox publisher's fences, two publishers in one process on the real Kafka
+and Redis (docs/exactly-once.md, "The outbox publisher").
+
+A stalled send is made by holding the publisher's own Kafka send back before it
+reaches the client (the broker and Redis are the real ones): what a partition
+leader dying under one send looks like to the publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+
+import streams.outbox
+from streams.kafka import ensure_topics
+from streams.metrics import Metrics
+from streams.outbox import ID_HEADER, OutboxPublisher
+from streams.settings import Settings
+from tests.support.services import KAFKA, REDIS
+from tests.support.topics import read_all
+
+pytestmark = pytest.mark.integration
+
+# Sends made in a context where this is set wait for the event first.
+_HELD: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar(
+    "held", default=None
+)
+
+
+@pytest.fixture
+def held_sends(monkeypatch: pytest.MonkeyPatch) -> Iterator[asyncio.Event]:
+    """Every Kafka send from a task started with `_HELD` set waits for its event;
+    `stalled` is set once one is waiting."""
+    stalled = asyncio.Event()
+    real: Callable[..., Awaitable[Any]] = AIOKafkaProducer.send
+
+    async def send(self: AIOKafkaProducer, *args: Any, **kwargs: Any) -> Any:
+        gate = _HELD.get()
+        if gate is not None and not gate.is_set():
+            stalled.set()
+            await gate.wait()
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AIOKafkaProducer, "send", send)
+    yield stalled
+
+
+def campaign(**extra: str) -> Settings:
+    tag = uuid.uuid4().hex[:10]
+    env = {
+        "PRESALE_CAMPAIGN_ID": f"fence-{tag}",
+        "PRESALE_TOPIC_PREFIX": f"t{tag}",
+        "PRESALE_KAFKA_BOOTSTRAP": KAFKA,
+        "PRESALE_REDIS_URL": REDIS,
+        **extra,
+    }
+    return Settings.from_env(env, load=False)
+
+
+async def fill_outbox(client: aioredis.Redis, settings: Settings, n: int) -> set[str]:
+    """n milestone entries, as the apply step writes them; returns their ids."""
+    ids = set()
+    for i in range(n):
+        ident = f"gmv_threshold:b{i}:1000"
+        await client.xadd(
+            settings.redis_prefix + "outbox",
+            {"topic": "milestones", "id": ident, "key": f"b{i}", "value": b"{}"},
+        )
+        ids.add(ident)
+    return ids
+
+
+def publisher(settings: Settings, client: aioredis.Redis) -> OutboxPublisher:
+    return OutboxPublisher(settings, client, Metrics.create())
+
+
+async def until(probe: Callable[[], Awaitable[bool]], timeout_s: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if await probe():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def published_ids(settings: Settings) -> Counter[str]:
+    records = read_all(settings.topic("milestones"))
+    return Counter(dict(r.headers)[ID_HEADER].decode() for r in records)
+
+
+def test_a_stalled_holder_is_fenced(
+    held_sends: asyncio.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hole a. Publisher A takes the lease and its first send stalls (held back
+    before it reaches Kafka) past the lease; B takes the lease over and publishes
+    all 3 entries; then A's send goes on. Each entry must be on the topic (read
+    committed) exactly once. Before the fence A sent its stalled record and went
+    on through the rest of its round: 6 records, each id twice."""
+    monkeypatch.setattr(streams.outbox, "LEASE_MS", 1_000)
+    settings = campaign()
+    asyncio.run(ensure_topics(settings))
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(REDIS)
+        a, b = publisher(settings, client), publisher(settings, client)
+        try:
+            await fill_outbox(client, settings, 3)
+            gate = asyncio.Event()
+            context = contextvars.copy_context()
+            context.run(_HELD.set, gate)
+            task_a = asyncio.get_running_loop().create_task(
+                a.publish_once(), context=context
+            )
+            await asyncio.wait_for(held_sends.wait(), 30)
+            await asyncio.sleep(1.5)  # A's lease (1 s) lapses while its send waits
+            outbox = settings.redis_prefix + "outbox"
+
+            async def b_done() -> bool:
+                await b.publish_once()
+                return int(await client.xlen(outbox)) == 0
+
+            assert await until(b_done, 30), "B never published the outbox"
+            gate.set()
+            # Fenced (an error) or stopped by the lease check: either is right.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task_a, 30)
+            # A's next round must see it lost the lease and publish nothing.
+            assert await a.publish_once() == 0
+        finally:
+            await a.close()
+            await b.close()
+            await client.aclose()
+
+    asyncio.run(run())
+    ids = published_ids(settings)
+    assert len(ids) == 3, ids
+    assert max(ids.values()) == 1, f"published twice: {ids}"
+
+
+def test_f_holder_without_kafka_lets_the_lease_lapse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hole f. Publisher A reaches Redis but not Kafka (its bootstrap is a port
+    nothing listens on) and holds the lease first; B reaches both. Within a few
+    leases (3 s each) B must take over and publish all 3 entries, once each.
+    Before the fix A renewed its lease every round whatever its sends did, and B
+    published nothing in 20 s."""
+    monkeypatch.setattr(streams.outbox, "LEASE_MS", 3_000)
+    settings = campaign()
+    asyncio.run(ensure_topics(settings))
+    dead = campaign(
+        PRESALE_CAMPAIGN_ID=settings.campaign_id,
+        PRESALE_TOPIC_PREFIX=settings.topic_prefix,
+        PRESALE_KAFKA_BOOTSTRAP=f"127.0.0.1:{unused_port()}",
+    )
+
+    async def run() -> bool:
+        client = aioredis.Redis.from_url(REDIS)
+        a, b = publisher(dead, client), publisher(settings, client)
+        lease = settings.redis_prefix + "outbox:lease"
+        outbox = settings.redis_prefix + "outbox"
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await fill_outbox(client, settings, 3)
+            tasks.append(asyncio.ensure_future(a.run()))
+
+            async def a_holds() -> bool:
+                return bool(await client.exists(lease))
+
+            assert await until(a_holds, 10), "A never took the lease"
+            tasks.append(asyncio.ensure_future(b.run()))
+
+            async def published() -> bool:
+                return int(await client.xlen(outbox)) == 0
+
+            return await until(published, 20)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await a.close()
+            await b.close()
+            await client.aclose()
+
+    assert asyncio.run(run()), "B never took over from the holder without Kafka"
+    ids = published_ids(settings)
+    assert len(ids) == 3, ids
+    assert max(ids.values()) == 1, f"published twice: {ids}"
+
+
+def unused_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_published_id_names_campaign_and_run() -> None:
+    """Hole b, in one process: the `presale-id` of a published entry starts with
+    the campaign id and the campaign's run (stored in Redis at its first
+    publish); after `presale reset` (every key of the campaign deleted) the same
+    entry is published again under a new run. Before, the id was the bare
+    `kind:brand:threshold` and the second run published nothing."""
+    settings = campaign()
+    asyncio.run(ensure_topics(settings))
+
+    async def one_run() -> None:
+        client = aioredis.Redis.from_url(REDIS)
+        p = publisher(settings, client)
+        try:
+            await fill_outbox(client, settings, 1)
+
+            async def done() -> bool:
+                await p.publish_once()
+                return int(await client.xlen(settings.redis_prefix + "outbox")) == 0
+
+            assert await until(done, 30)
+        finally:
+            await p.close()
+            pattern = settings.redis_prefix.replace("{", "\\{").replace("}", "\\}")
+            keys = [k async for k in client.scan_iter(match=pattern + "*")]
+            if keys:
+                await client.delete(*keys)  # what `presale reset` does
+            await client.aclose()
+
+    asyncio.run(one_run())
+    asyncio.run(one_run())
+    ids = published_ids(settings)
+    assert len(ids) == 2, ids
+    for ident in ids:
+        campaign_id, run, local = ident.split(":", 2)
+        assert campaign_id == settings.campaign_id
+        assert run.isdigit()
+        assert local == "gmv_threshold:b0:1000"
