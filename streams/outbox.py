@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from streams.connect import kafka_auth
+from streams.errors import KafkaUnavailable
 from streams.kafka import producer as kafka_producer
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -219,8 +220,8 @@ class OutboxPublisher:
         if todo:
             if not await self._publish(todo):
                 return 0
-        elif not await self._kafka_answers():
-            return 0
+        else:
+            await self._kafka_answers()
         if entries:
             await self.client.xdel(self.key, *(entry_id for entry_id, _ in entries))
         # Renewed only here: after a committed round, or an idle one with Kafka
@@ -264,19 +265,18 @@ class OutboxPublisher:
             self.metrics.outbox_published.labels(fields[b"topic"].decode()).inc()
         return True
 
-    async def _kafka_answers(self) -> bool:
-        """On an idle round due a renewal: does Kafka answer this producer?"""
+    async def _kafka_answers(self) -> None:
+        """On an idle round due a renewal: fail unless Kafka answers."""
         if time.monotonic() - self._renewed_at <= LEASE_MS / 5000:
-            return True
+            return
         assert self.producer is not None
         try:
             await asyncio.wait_for(
                 self.producer.client.fetch_all_metadata(), LEASE_MS / 2000
             )
-        except Exception:
-            log.warning("Kafka does not answer the outbox producer; lease not renewed")
-            return False
-        return True
+        except Exception as exc:  # a failed round: no renewal, a new producer
+            msg = f"Kafka does not answer the outbox producer: {exc!r}"
+            raise KafkaUnavailable(msg) from exc
 
     async def close(self) -> None:
         """Stop the producer and hand the lease on at once (a stopping worker)."""
@@ -286,15 +286,24 @@ class OutboxPublisher:
                 await self._lease_call("release")
 
     async def run(self) -> None:
+        failures = 0
         try:
             while True:
                 try:
                     if await self.publish_once() == 0:
                         await asyncio.sleep(_IDLE_S)
+                    failures = 0
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # keep publishing through Kafka or Redis blips
-                    log.exception("outbox publishing failed; retrying in 1 s")
+                except Exception as exc:  # keep publishing through Kafka or Redis blips
+                    # The stack once, then one line a second while it lasts.
+                    failures += 1
+                    log.warning(
+                        "outbox publishing failed (%d in a row, %r); retrying in 1 s",
+                        failures,
+                        exc,
+                        exc_info=failures == 1,
+                    )
                     self._failed_at = time.monotonic()
                     await self._drop()  # re-fence and re-read: nothing goes twice
                     await asyncio.sleep(1.0)

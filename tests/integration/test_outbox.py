@@ -1,9 +1,11 @@
-"""The outbox publisher's fences, two publishers in one process on the real Kafka
-and Redis (docs/exactly-once.md, "The outbox publisher").
+"""The outbox publisher's fences and ids (docs/exactly-once.md, "The outbox").
 
-A stalled send is made by holding the publisher's own Kafka send back before it
-reaches the client (the broker and Redis are the real ones): what a partition
-leader dying under one send looks like to the publisher.
+The first tests drive two publishers in one process on the real Kafka and
+Redis. A stalled send is made by holding the publisher's own Kafka send back
+before it reaches the client (the broker and Redis are the real ones): what a
+partition leader dying under one send looks like to the publisher. The last
+ones run real workers: two campaigns and a reset on the same topics, and a
+broker outage longer than the lease under two workers.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
+import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,7 +30,17 @@ from streams.kafka import ensure_topics
 from streams.metrics import Metrics
 from streams.outbox import ID_HEADER, OutboxPublisher
 from streams.settings import Settings
-from tests.support.services import KAFKA, REDIS
+from tests.integration.helpers import poll, reset_after, settled_report
+from tests.support.services import (
+    KAFKA,
+    REDIS,
+    ROOT,
+    STREAMS,
+    Env,
+    Worker,
+    recording_env,
+    workers,
+)
 from tests.support.topics import read_all
 
 pytestmark = pytest.mark.integration
@@ -244,3 +259,127 @@ def test_published_id_names_campaign_and_run() -> None:
         assert campaign_id == settings.campaign_id
         assert run.isdigit()
         assert local == "gmv_threshold:b0:1000"
+
+
+SMALL = STREAMS / "small.jsonl.gz"
+SMALL_RECORDS = 18_830
+SMALL_MILESTONES = 253  # 158 + 35 gmv_threshold, 60 yoy_double
+
+
+def topic_ids(env: Env, short: str, want: int, timeout_s: float = 60) -> Counter[str]:
+    """The `presale-id`s on one output topic (read committed), once it holds at
+    least `want` records or `timeout_s` has passed."""
+    records = poll(
+        lambda: read_all(env.topic(short)),
+        lambda recs: len(recs) >= want,
+        timeout_s,
+        f"{want} records on {env.topic(short)}",
+    )
+    return Counter(dict(r.headers)[ID_HEADER].decode() for r in records)
+
+
+def run_split(ident: str) -> tuple[str, str, str]:
+    campaign_id, run, local = ident.split(":", 2)
+    return campaign_id, run, local
+
+
+def test_b_two_campaigns_on_the_same_topics_then_a_reset() -> None:
+    """Hole b, with real workers on the `small` recording (253 milestones).
+    Campaign A, then campaign B on the same topics (B's worker reads the same
+    input), then B again after `presale reset`: the milestones topic holds each
+    run's 253, 759 records with 759 distinct ids, named by campaign and run.
+    Before, ids were `kind:brand:threshold`: B's worker found A's ids on the
+    topic and published nothing (253 records, then a timeout)."""
+    a = Env(recording_env("small"))
+    b = Env(recording_env("small"))
+    b.vars["PRESALE_TOPIC_PREFIX"] = a.vars["PRESALE_TOPIC_PREFIX"]
+
+    def one_run(env: Env, replay: bool, total: int) -> None:
+        worker = Worker(env, "w").start()
+        try:
+            if replay:
+                env.replay(SMALL)
+            live = settled_report(env, SMALL_RECORDS, [worker])
+            assert len(live["milestones"]) == SMALL_MILESTONES
+            topic_ids(env, "milestones", total)
+        finally:
+            worker.stop()
+
+    with reset_after(a), reset_after(b):
+        one_run(a, True, SMALL_MILESTONES)
+        one_run(b, False, 2 * SMALL_MILESTONES)
+        b.presale("reset")
+        one_run(b, False, 3 * SMALL_MILESTONES)
+    ids = topic_ids(a, "milestones", 3 * SMALL_MILESTONES)
+    assert len(ids) == 3 * SMALL_MILESTONES and max(ids.values()) == 1
+    runs = Counter(run_split(i)[:2] for i in ids)
+    assert sorted(runs.values()) == [SMALL_MILESTONES] * 3
+    assert Counter(run_split(i)[0] for i in ids) == {
+        a.vars["PRESALE_CAMPAIGN_ID"]: SMALL_MILESTONES,
+        b.vars["PRESALE_CAMPAIGN_ID"]: 2 * SMALL_MILESTONES,
+    }
+    per_run: dict[tuple[str, str], set[str]] = {run: set() for run in runs}
+    for i in ids:
+        campaign_id, run, local = run_split(i)
+        per_run[campaign_id, run].add(local)
+    assert len({frozenset(v) for v in per_run.values()}) == 1  # the same facts
+
+
+def test_af_broker_outage_longer_than_the_lease_two_workers() -> None:
+    """Holes a and f, with real workers: the `surge` recording (39,393 records;
+    milestone thresholds lowered to 1k, 10k and 100k fen so milestones come
+    all through it) replayed at 60x into 2 workers, the broker stopped for 15 s
+    (the lease is 10 s) while milestones and alerts are being published.
+    Afterwards every milestone of the report and every alert of the Redis
+    stream is on its topic (read committed) exactly once, and nothing else is."""
+    surge = STREAMS / "surge"
+    settings = json.loads((surge / "surge.settings.json").read_text())
+    env = Env(
+        {
+            **settings,
+            "PRESALE_SURGE_LATENESS_MS": "5000",
+            "PRESALE_MILESTONES_FEN": "1000,10000,100000",
+        }
+    )
+    with reset_after(env), workers(env, 2) as running:
+        replay = env.background(
+            "replay", "--quiet", "--speed", "60", str(surge / "surge.jsonl.gz")
+        )
+        try:
+            time.sleep(8)
+            services("down", "kafka")
+            time.sleep(15)
+            services("up")
+            _out, err = replay.communicate(timeout=300)
+            assert replay.returncode == 0, err[-2000:]
+        finally:
+            replay.kill()
+        live = settled_report(env, 39_393, running, timeout_s=240)
+        # Every minute judged (the surge clock passes the end), then the outbox.
+        time.sleep(10)
+        live = env.report()
+        assert live["milestones"] and live["alerts"]
+        milestone_ids = topic_ids(env, "milestones", len(live["milestones"]))
+        alert_ids = topic_ids(env, "alerts", len(env.report()["alerts"]))
+        live = env.report()
+    assert max(milestone_ids.values()) == 1, "a milestone was published twice"
+    assert max(alert_ids.values()) == 1, "an alert was published twice"
+    assert {run_split(i)[2] for i in milestone_ids} == {
+        f"{m['kind']}:{m['brand_id']}:{m['threshold_fen']}" for m in live["milestones"]
+    }
+    assert {run_split(i)[2] for i in alert_ids} == {
+        a["alert_id"] for a in live["alerts"]
+    }
+    print(
+        f"{len(milestone_ids)} milestones and {len(alert_ids)} alerts, each once "
+        "on its topic after a 15 s broker outage"
+    )
+
+
+def services(*args: str) -> None:
+    subprocess.run(
+        ["bash", str(ROOT / "deploy" / "local" / "services.sh"), *args],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
