@@ -203,9 +203,12 @@ class OutboxPublisher:
 
     async def publish_once(self) -> int:
         """Publish what is waiting; returns how many records went out."""
+        held = self.token
         if not await self._hold():
             await self._drop()
             return 0
+        if self.token != held:  # a new lease: fence the others, read the topics
+            await self._drop()
         if self.producer is None:
             await self._start()
         assert self.producer is not None and self.published is not None

@@ -112,6 +112,42 @@ def published_ids(settings: Settings) -> Counter[str]:
     return Counter(dict(r.headers)[ID_HEADER].decode() for r in records)
 
 
+def test_lease_script_compares_tokens() -> None:
+    """lua/lease.lua on the real Redis: a free lease is taken with a new epoch;
+    a held one is not; a check never extends it; a renew or release with
+    another's token changes nothing; the run survives lease hand-overs. (The
+    old GET-then-PEXPIRE could extend a lease another worker had just taken.)"""
+    settings = campaign()
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(REDIS)
+        a, b = publisher(settings, client), publisher(settings, client)
+        lease = settings.redis_prefix + "outbox:lease"
+        try:
+            assert await a._lease_call("take")
+            assert a.token.startswith("1:") and a.run_id.isdigit()
+            assert not await b._lease_call("take")
+            await client.pexpire(lease, 500)
+            assert await a._lease_call("check")
+            assert int(await client.pttl(lease)) <= 500  # a check does not renew
+            b.token = "1:" + b.owner  # a forged or stale token
+            assert not await b._lease_call("renew")
+            assert not await b._lease_call("release")
+            assert int(await client.pttl(lease)) <= 500
+            assert await a._lease_call("renew")
+            assert int(await client.pttl(lease)) > 500
+            run_id = a.run_id
+            assert not await a._lease_call("release")  # released: held no more
+            assert not await client.exists(lease)
+            assert await b._lease_call("take")
+            assert b.token.startswith("2:") and b.run_id == run_id
+        finally:
+            await client.delete(*a.lease_keys)
+            await client.aclose()
+
+    asyncio.run(run())
+
+
 def test_a_stalled_holder_is_fenced(
     held_sends: asyncio.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
