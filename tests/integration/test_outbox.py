@@ -369,7 +369,8 @@ def test_af_broker_outage_longer_than_the_lease_two_workers() -> None:
     injected surges, so the alerts, come after it). Afterwards every milestone
     of the report and every alert of the Redis stream is on its topic (read
     committed) exactly once, and nothing else is. Measured: 24 milestones and
-    5 alerts, about 95 s. On the code before the fences this run published
+    5 or 21 alerts (which alerts a faulted run raises is not yet fixed by the
+    stream), 95 to 110 s. On the code before the fences this run published
     nothing twice (the race is narrow: test_a_stalled_holder_is_fenced makes it
     certain); it failed only on the ids, which lacked campaign and run."""
     surge = STREAMS / "surge"
