@@ -359,13 +359,16 @@ for ch, totals in pairs(per_channel) do
     end
   end
 end
-for key, users in pairs(hll) do
-  must_be(key, "string")  -- a HyperLogLog is a string
-  later(function()
+-- Buyers go first among the writes, unchecked (one TYPE a brand would cost
+-- as much as the adds): adding to a HyperLogLog is idempotent, so a step that
+-- fails on a key of the wrong type here has changed nothing that its retry,
+-- or any later step, would not add again.
+local function add_buyers()
+  for key, users in pairs(hll) do
     for i = 1, #users, 1000 do
       redis.call("PFADD", key, unpack(users, i, math.min(i + 999, #users)))
     end
-  end)
+  end
 end
 for b, g in pairs(gross_by_brand) do
   later(function() redis.call("ZINCRBY", P .. "rank", fmt(g), brands[b + 1]) end)
@@ -411,41 +414,45 @@ for tp, high in pairs(plan.pc) do
   end
 end
 
--- 7. Milestones, decided here so no two workers can both emit one, on the
--- first-hour GMV after this batch (read now, added in section 9).
+-- 7. Milestones, decided in the step so no two workers can both emit one, on
+-- the first-hour GMV after this batch: run among the writes (section 9), its
+-- keys' types checked before them.
 local reached = {}
 local ms_key = P .. "ms"
-local candidates = {}  -- {field, record}
-for b, s in pairs(steps) do
-  local brand = brands[b + 1]
-  local added = 0
-  for i = 1, #s do
-    added = added + s[i][1]
-  end
-  local before = tonumber(redis.call("ZSCORE", P .. "fh", brand) or "0")
-  later(function() redis.call("ZINCRBY", P .. "fh", fmt(added), brand) end)
-  local targets = plan.t[tostring(b)]
-  if targets then
-    table.sort(targets, function(p, q) return p[2] < q[2] end)
-    local running = before
-    local next_target = 1
+must_be(ms_key, "hash")
+local function decide_milestones()
+  local candidates = {}  -- {field, record, brand}
+  for b, s in pairs(steps) do
+    local brand = brands[b + 1]
+    local added = 0
     for i = 1, #s do
-      running = running + s[i][1]
-      while next_target <= #targets and running >= targets[next_target][2] do
-        local tg = targets[next_target]
-        next_target = next_target + 1
-        local field = tg[1] .. ":" .. brand .. ":" .. fmt(tg[2])
-        local record = '{"kind":' .. cjson.encode(tg[1])
-          .. ',"brand_id":' .. cjson.encode(brand)
-          .. ',"threshold_fen":' .. fmt(tg[2])
-          .. ',"crossed_at_ms":' .. fmt(s[i][2])
-          .. ',"detected_at_ms":' .. now_ms .. '}'
-        candidates[#candidates + 1] = {field, record, brand}
+      added = added + s[i][1]
+    end
+    local after = tonumber(redis.call("ZINCRBY", P .. "fh", fmt(added), brand))
+    local targets = plan.t[tostring(b)]
+    if targets then
+      table.sort(targets, function(p, q) return p[2] < q[2] end)
+      local running = after - added
+      local next_target = 1
+      for i = 1, #s do
+        running = running + s[i][1]
+        while next_target <= #targets and running >= targets[next_target][2] do
+          local tg = targets[next_target]
+          next_target = next_target + 1
+          local field = tg[1] .. ":" .. brand .. ":" .. fmt(tg[2])
+          local record = '{"kind":' .. cjson.encode(tg[1])
+            .. ',"brand_id":' .. cjson.encode(brand)
+            .. ',"threshold_fen":' .. fmt(tg[2])
+            .. ',"crossed_at_ms":' .. fmt(s[i][2])
+            .. ',"detected_at_ms":' .. now_ms .. '}'
+          candidates[#candidates + 1] = {field, record, brand}
+        end
       end
     end
   end
-end
-if #candidates > 0 then
+  if #candidates == 0 then
+    return
+  end
   local fields = {}
   for i = 1, #candidates do
     fields[i] = candidates[i][1]
@@ -455,11 +462,9 @@ if #candidates > 0 then
     if not known[i] then
       local c = candidates[i]
       reached[#reached + 1] = c[2]
-      later(function()
-        redis.call("HSET", ms_key, c[1], c[2])
-        redis.call("XADD", P .. "outbox", "*", "topic", "milestones",
-          "id", c[1], "key", c[3], "value", c[2])
-      end)
+      redis.call("HSET", ms_key, c[1], c[2])
+      redis.call("XADD", P .. "outbox", "*", "topic", "milestones",
+        "id", c[1], "key", c[3], "value", c[2])
     end
   end
 end
@@ -500,8 +505,9 @@ for key, kind in pairs(expect) do
   end
 end
 
--- 9. Write: the counters (before the minutes' expiry times), the rest, then
--- the offsets.
+-- 9. Write: the buyers, the counters (before the minutes' expiry times), the
+-- rest, the milestones, then the offsets.
+add_buyers()
 local FIELDS_CHUNK = 4000
 for _, u in ipairs(updates) do
   local key, args, exact = u[1], u[2], u[3]
@@ -519,6 +525,7 @@ end
 for i = 1, #writes do
   writes[i]()
 end
+decide_milestones()
 for _, o in ipairs(plan.o) do
   redis.call("HSET", off_key, o[1], fmt(o[3]))
 end
