@@ -7,6 +7,7 @@ store (Redis, or the in-memory `state` module) decides which ids are new.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -120,25 +121,22 @@ class PartitionClock(NamedTuple):
 def partition_clock(
     offsets: list[int], ts_ms: list[int], before: int, last: int
 ) -> PartitionClock:
-    """The PartitionClock of one partition's counted records in a batch (offset
-    order), which applies offsets `before + 1 .. last`."""
+    """The PartitionClock of one partition's counted records in a batch (in
+    offset order, as Kafka hands them over), which applies offsets
+    `before + 1 .. last`."""
     size = CLOCK_CHUNK_OFFSETS
-    chunks: dict[int, list[int]] = {}
-    for offset, ts in zip(offsets, ts_ms, strict=True):
-        chunk = offset // size
-        got = chunks.get(chunk)
-        if got is None:
-            chunks[chunk] = [ts]
-        else:
-            got.append(ts)
     best = 0
     pieces = []
-    for chunk, times in sorted(chunks.items()):
-        inside = chunk * size > before and (chunk + 1) * size - 1 <= last
-        if inside:
+    i, n = 0, len(offsets)
+    while i < n:  # chunk by chunk: a slice each, not a step per record
+        chunk = offsets[i] // size
+        j = bisect_left(offsets, (chunk + 1) * size, i)
+        times = ts_ms[i:j]
+        if chunk * size > before and (chunk + 1) * size - 1 <= last:
             best = max(best, chunk_clock(times))
         else:
             pieces.append((chunk, times))
+        i = j
     return PartitionClock(best, last, pieces)
 
 
