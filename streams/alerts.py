@@ -50,6 +50,12 @@ RAISE_LUA: Final = resources.files("streams").joinpath("lua/raise.lua").read_tex
 # a partition that is still being written (a killed worker's partitions have
 # records left to apply, so they hold it back until their new owner is done).
 IDLE_MS: Final = 60_000
+# A stream is live when its fastest partition's clock is within this of the
+# wall clock (a replay of a past campaign is hours or days behind). Live, a
+# caught-up partition holds the clock back to the wall clock minus IDLE_MS at
+# most: a partition of one record every 30 s takes 32 minutes to fill a
+# 64-offset chunk, and would hold every judgement that far back.
+LIVE_MS: Final = 600_000
 # Kafka's end offsets are asked again after this long (the judge wakes after
 # every batch; a partition new to Kafka is seen within 5 s).
 ENDS_MAX_AGE_S: Final = 5.0
@@ -101,16 +107,24 @@ def surge_clock(
     stop the judging, while one whose records are still to be read (its worker
     was killed, or has not started) must. When every partition is caught up and
     idle, every record published is applied: the clock is the fastest one's.
+    When the stream is live (the fastest clock within LIVE_MS of `now_ms`), a
+    caught-up partition holds it back to `now_ms - IDLE_MS` at most, however
+    few records it gets.
     """
+    fastest = max((ts for ts, _wall in clocks.values()), default=0)
+    live = fastest >= now_ms - LIVE_MS
     holding = []
     for tp in set(clocks) | set(ends):
         ts, wall = clocks.get(tp, (0, 0))
         caught_up = applied.get(tp, -1) + 1 >= ends.get(tp, 0)
-        if not (caught_up and now_ms - wall >= IDLE_MS):
-            holding.append(ts)
+        if caught_up and now_ms - wall >= IDLE_MS:
+            continue
+        if caught_up and live:
+            ts = max(ts, now_ms - IDLE_MS)
+        holding.append(ts)
     if holding:
         return min(holding)
-    return max((ts for ts, _wall in clocks.values()), default=0)
+    return fastest
 
 
 def _scope_key(field: bytes) -> ScopeKey:

@@ -7,7 +7,7 @@ import pytest
 
 from streams.alerts import IDLE_MS, parse_clocks, surge_clock
 
-NOW = 10_000_000
+NOW = 1_760_000_000_000
 
 
 @pytest.mark.parametrize(
@@ -67,6 +67,22 @@ NOW = 10_000_000
             {"clicks:0": 49},
             1000,
             "a partition empty in Kafka (not in ends, no clock) holds nothing",
+        ),
+        (
+            {"clicks:0": (NOW - 40 * 60_000, NOW - 1000), "clicks:1": (NOW - 5, NOW)},
+            {"clicks:0": 50, "clicks:1": 60},
+            {"clicks:0": 49, "clicks:1": 50},
+            NOW - IDLE_MS,
+            "live (the fastest clock near the wall clock), a sparse caught-up "
+            "partition whose chunk is still filling holds it to now - IDLE_MS "
+            "at most",
+        ),
+        (
+            {"clicks:0": (NOW - 40 * 60_000, NOW - 1000), "clicks:1": (NOW - 5, NOW)},
+            {"clicks:0": 80, "clicks:1": 60},
+            {"clicks:0": 49, "clicks:1": 50},
+            NOW - 40 * 60_000,
+            "live, a partition with records left to apply holds it where it is",
         ),
     ],
 )
