@@ -7,6 +7,7 @@ store (Redis, or the in-memory `state` module) decides which ids are new.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -15,7 +16,15 @@ from xxhash import xxh3_128_intdigest
 
 from processors.events import CANCEL, CART, CHANNELS, CLICK, ORDER, Event, Rejection
 from processors.milestones import Target, brand_targets
-from processors.surge import BRAND, CHANNEL, FLASH_SALE_ORDERS, MINUTE_MS, ROOM
+from processors.surge import (
+    BRAND,
+    CHANNEL,
+    CLOCK_CHUNK_OFFSETS,
+    FLASH_SALE_ORDERS,
+    MINUTE_MS,
+    ROOM,
+    chunk_clock,
+)
 
 FIRST_HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
@@ -96,6 +105,44 @@ class OrderLine(NamedTuple):
     first_hour: bool
 
 
+class PartitionClock(NamedTuple):
+    """What one batch tells its partition's surge clock (processors/surge.py).
+
+    Chunks of CLOCK_CHUNK_OFFSETS offsets wholly inside the batch are reduced
+    here to the clock they give (`best`, 0 for none); the chunk the batch begins
+    inside (the store may hold its earlier records) and the one it ends inside
+    (not complete yet) go to the store as `pieces`, [(chunk, event times)],
+    where `lua/apply.lua` completes them. `last` is the partition's last offset
+    in the batch: the chunks it has passed are complete.
+    """
+
+    best: int
+    last: int
+    pieces: list[tuple[int, list[int]]]
+
+
+def partition_clock(
+    offsets: list[int], ts_ms: list[int], before: int, last: int
+) -> PartitionClock:
+    """The PartitionClock of one partition's counted records in a batch (in
+    offset order, as Kafka hands them over), which applies offsets
+    `before + 1 .. last`."""
+    size = CLOCK_CHUNK_OFFSETS
+    best = 0
+    pieces = []
+    i, n = 0, len(offsets)
+    while i < n:  # chunk by chunk: a slice each, not a step per record
+        chunk = offsets[i] // size
+        j = bisect_left(offsets, (chunk + 1) * size, i)
+        times = ts_ms[i:j]
+        if chunk * size > before and (chunk + 1) * size - 1 <= last:
+            best = max(best, chunk_clock(times))
+        else:
+            pieces.append((chunk, times))
+        i = j
+    return PartitionClock(best, last, pieces)
+
+
 class CancelLine(NamedTuple):
     brand: int
     channel: int
@@ -124,10 +171,11 @@ class Plan:
     # moves the watermark to their median, so one event, or a few percent of a
     # batch, with a clock days ahead cannot move it (docs/exactly-once.md).
     samples: list[int]
-    # "topic:partition" -> the latest counted event time of its records here:
-    # the surge judge's clock is the slowest active partition's
-    # (streams/alerts.py), so no minute is judged before every partition is past.
-    highs: dict[str, int]
+    # "topic:partition" -> what its records here tell its surge clock (every
+    # partition the plan moves, with or without counted events): the judge's
+    # clock is the slowest partition's (streams/alerts.py), so no minute is
+    # judged before every partition is past it.
+    highs: dict[str, PartitionClock]
     out_of_window: int
     # (topic short name, event type or "invalid") -> records the plan covers
     inputs: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -217,7 +265,10 @@ def plan_batch(
     # common ones are counted from the plan's lists at the end.
     unusual: dict[tuple[str, str], int] = {}
     counted_ts: list[int] = []
-    highs: dict[str, int] = {}
+    # "topic:partition" -> offsets and event times of its counted records
+    points: dict[str, tuple[list[int], list[int]]] = {}
+    point_offsets: list[int] = []
+    point_ts: list[int] = []
     # (minute, brand index, channel index) -> click/cart/order records; rooms and
     # flash-sale orders apart (few): folded into surge scopes at the end.
     # An int key (minute index, brand, channel) hashes faster than a tuple;
@@ -234,14 +285,12 @@ def plan_batch(
     channel_index = CHANNEL_INDEX
     space = _SPACE
     last_tp = topic = ""
-    before = last = high = first = -1
+    before = last = first = -1
     for tp, offset, decoded in records:
         if tp != last_tp:  # records come in runs of one partition
             if last_tp and last > before:
                 offsets[last_tp] = (first, last)
-            if high > highs.get(last_tp, 0):
-                highs[last_tp] = high
-            high = highs.get(tp, 0)
+            point_offsets, point_ts = points.setdefault(tp, ([], []))
             last_tp = tp
             topic = tp.partition(":")[0]
             before = applied.get(tp, -1)
@@ -264,8 +313,8 @@ def plan_batch(
             unusual[key] = unusual.get(key, 0) + 1
             continue
         counted_ts.append(ts_ms)
-        if ts_ms > high:
-            high = ts_ms
+        point_offsets.append(offset)
+        point_ts.append(ts_ms)
         brand = brand_index.get(decoded.brand_id)
         if brand is None:
             brand = brand_index[decoded.brand_id] = len(brand_index)
@@ -319,11 +368,13 @@ def plan_batch(
             )
     if last_tp and last > before:
         offsets[last_tp] = (first, last)
-    if high > highs.get(last_tp, 0):
-        highs[last_tp] = high
     spans = {
         tp: (applied.get(tp, -1) if tp in gaps else first - 1, last)
         for tp, (first, last) in offsets.items()
+    }
+    highs = {
+        tp: partition_clock(*points.get(tp, ([], [])), span[0], span[1])
+        for tp, span in spans.items()
     }
     brands = list(brand_index)
     first_hour_brands = {line.brand for line in orders if line.first_hour}

@@ -3,9 +3,10 @@
 The atomic step of every batch adds its traffic to one Redis hash per event-time
 minute (`sm:<minute>`, fields `scope|key`) and indexes the minute (`sm:idx`),
 exactly once with its offsets. The judge, a task of every worker, waits until
-a minute is complete — the campaign's surge clock (the latest event time of
-its slowest active input partition, never ahead of the wall clock) is past the
-minute's end plus `PRESALE_SURGE_LATENESS_MS` — then judges it with
+a minute is complete — the campaign's surge clock (`surge_clock`: the slowest
+input partition's clock, which follows the bulk of its events, see
+docs/alerts.md "When a minute is judged") is past the minute's end plus
+`PRESALE_SURGE_LATENESS_MS` — then judges it with
 `processors.surge` and raises its alerts through `lua/raise.lua`, which
 advances the "judged through" cursor and applies the cooldown atomically.
 Minutes are judged once each, in order, by whichever worker gets there first;
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any, Final
 
@@ -37,14 +38,27 @@ from processors.surge import (
     alert_id,
     evaluate_minute,
 )
+from streams.errors import PresaleError
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 RAISE_LUA: Final = resources.files("streams").joinpath("lua/raise.lua").read_text()
-# A partition that has not moved for this long (wall clock) stops holding the
-# surge clock back: a quiet partition must not stop the judging.
+# A partition stops holding the surge clock back only when all its records in
+# Kafka are applied and it has not moved for this long (wall clock): a quiet
+# partition must not stop the judging, and 60 s is far longer than any pause of
+# a partition that is still being written (a killed worker's partitions have
+# records left to apply, so they hold it back until their new owner is done).
 IDLE_MS: Final = 60_000
+# A stream is live when its fastest partition's clock is within this of the
+# wall clock (a replay of a past campaign is hours or days behind). Live, a
+# caught-up partition holds the clock back to the wall clock minus IDLE_MS at
+# most: a partition of one record every 30 s takes 32 minutes to fill a
+# 64-offset chunk, and would hold every judgement that far back.
+LIVE_MS: Final = 600_000
+# Kafka's end offsets are asked again after this long (the judge wakes after
+# every batch; a partition new to Kafka is seen within 5 s).
+ENDS_MAX_AGE_S: Final = 5.0
 # How often an idle judge looks again (a batch applied wakes it at once).
 _IDLE_S: Final = 1.0
 
@@ -68,18 +82,49 @@ def alert_json(c: Candidate, raised_at_ms: int) -> str:
     return orjson.dumps(alert_record(c, raised_at_ms)).decode()
 
 
-def surge_clock(entries: Iterable[bytes]) -> int:
-    """The campaign's surge clock from its partitions' "event_ms:wall_ms" entries:
-    the slowest partition's event time, among the partitions that moved within
-    IDLE_MS of the latest one (a partition gone quiet does not hold it back)."""
-    parsed = []
-    for raw in entries:
-        ts, _, wall = raw.decode().partition(":")
-        parsed.append((int(ts), int(wall or 0)))
-    if not parsed:
-        return 0
-    newest = max(wall for _, wall in parsed)
-    return min(ts for ts, wall in parsed if wall >= newest - IDLE_MS)
+def parse_clocks(raw: Mapping[bytes, bytes]) -> dict[str, tuple[int, int]]:
+    """The `clock` hash: "topic:partition" -> (event_ms, wall_ms of its last step)."""
+    out = {}
+    for tp, entry in raw.items():
+        ts, _, wall = entry.decode().partition(":")
+        out[tp.decode()] = (int(ts), int(wall or 0))
+    return out
+
+
+def surge_clock(
+    clocks: Mapping[str, tuple[int, int]],
+    ends: Mapping[str, int],
+    applied: Mapping[str, int],
+    now_ms: int,
+) -> int:
+    """The campaign's surge clock: the slowest input partition's clock.
+
+    `clocks` holds each partition's (event_ms, wall_ms of its last step), `ends`
+    Kafka's end offset of each partition that holds records, `applied` the last
+    offset stored in Redis. Every partition with records holds the clock back
+    (one not applied yet at 0), except one that is caught up (every record in
+    Kafka applied) and idle (no step for IDLE_MS): a quiet partition must not
+    stop the judging, while one whose records are still to be read (its worker
+    was killed, or has not started) must. When every partition is caught up and
+    idle, every record published is applied: the clock is the fastest one's.
+    When the stream is live (the fastest clock within LIVE_MS of `now_ms`), a
+    caught-up partition holds it back to `now_ms - IDLE_MS` at most, however
+    few records it gets.
+    """
+    fastest = max((ts for ts, _wall in clocks.values()), default=0)
+    live = fastest >= now_ms - LIVE_MS
+    holding = []
+    for tp in set(clocks) | set(ends):
+        ts, wall = clocks.get(tp, (0, 0))
+        caught_up = applied.get(tp, -1) + 1 >= ends.get(tp, 0)
+        if caught_up and now_ms - wall >= IDLE_MS:
+            continue
+        if caught_up and live:
+            ts = max(ts, now_ms - IDLE_MS)
+        holding.append(ts)
+    if holding:
+        return min(holding)
+    return fastest
 
 
 def _scope_key(field: bytes) -> ScopeKey:
@@ -99,6 +144,7 @@ class SurgeJudge:
         lateness_ms: int,
         last_year: LastYear | None,
         metrics: Metrics,
+        end_offsets: Callable[[], Awaitable[dict[str, int]]],
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -107,6 +153,12 @@ class SurgeJudge:
         self.lateness_ms = lateness_ms
         self.last_year = last_year or None
         self.metrics = metrics
+        # Kafka's end offsets of the input partitions that hold records
+        # ("short:partition"), and when they were read (monotonic seconds).
+        self._end_offsets = end_offsets
+        self._ends: dict[str, int] = {}
+        self._ends_at = -ENDS_MAX_AGE_S
+        self._known = False
         self.wake = asyncio.Event()
         self._raise = client.register_script(RAISE_LUA)
         # minute -> its counts, read once the minute is complete
@@ -130,9 +182,28 @@ class SurgeJudge:
     async def judge(self) -> list[dict[str, Any]]:
         """Judge every complete minute not judged yet; returns the alerts raised."""
         meta = self.prefix + "meta"
-        through: Any = await self.client.hget(meta, "surge_through")
-        clocks: Any = await self.client.hgetall(self.prefix + "clock")
-        complete_before = surge_clock(clocks.values()) - MINUTE_MS - self.lateness_ms
+        if time.monotonic() - self._ends_at >= ENDS_MAX_AGE_S:
+            try:
+                self._ends = await self._end_offsets()
+                self._known = True
+            except PresaleError as exc:  # Kafka away: the last ends, if any
+                log.warning("surge judge: Kafka's end offsets unknown (%s)", exc)
+            self._ends_at = time.monotonic()
+        if not self._known:  # which partitions hold records is not known yet
+            return []
+        # Kafka's ends first, then Redis: an offset applied is never past an end.
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(meta, "surge_through")
+            pipe.hgetall(self.prefix + "clock")
+            pipe.hgetall(self.prefix + "off")
+            through, clocks_raw, off_raw = await pipe.execute()
+        clock = surge_clock(
+            parse_clocks(clocks_raw),
+            self._ends,
+            {tp.decode(): int(o) for tp, o in off_raw.items()},
+            int(time.time() * 1000),
+        )
+        complete_before = clock - MINUTE_MS - self.lateness_ms
         low = f"({int(through)}" if through is not None else "-inf"
         pending: list[Any] = await self.client.zrangebyscore(
             self.prefix + "sm:idx", low, complete_before

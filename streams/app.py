@@ -18,13 +18,13 @@ from prometheus_client import start_http_server
 from processors.events import INPUT_TOPICS
 from streams import live
 from streams.alerts import SurgeJudge
-from streams.batching import BatchApp
+from streams.batching import BatchApp, BatchConsumer
 from streams.connect import faust_credentials
 from streams.errors import PresaleError, SettingsError
 from streams.kafka import RenewableProducer, ensure_topics, lag, log_end_offsets
 from streams.metrics import Metrics
 from streams.outbox import OutboxPublisher
-from streams.pipeline import Pipeline
+from streams.pipeline import TRANSIENT, Pipeline
 from streams.settings import Settings
 from streams.store import RedisStore, intset_advice
 
@@ -59,6 +59,7 @@ class Runtime:
             self.settings.surge_lateness_ms,
             self.settings.surge_last_year,
             self.metrics,
+            lambda: log_end_offsets(self.settings, INPUT_TOPICS),
         )
         self.pipeline.after_apply = judge.batch_applied
         self.tasks.append(asyncio.ensure_future(judge.run()))
@@ -158,22 +159,46 @@ def create_app(
 
     @app.timer(interval=2.0)
     async def measure_lag() -> None:
+        """The lag of this worker's partitions, Kafka's end offsets (the high
+        watermarks of the last fetch) minus the offsets stored in Redis, not
+        the worker's own idea of them; and a Redis that went back repaired.
+
+        Redis restarted from its AOF can lose its last second; the next step of
+        a partition finds out, but a quiet partition has no next step. Here
+        every partition is checked every 2 s: one whose stored offset is below
+        what this worker applied is read again from the store (issue 13 e).
+        """
         consumer = app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic in app.batch_topics]
+        try:
+            stored_by_name = await store.applied_offsets(
+                pipeline.name(tp) for tp in tps
+            )
+        except TRANSIENT as exc:  # Redis away: the batch path retries it too
+            log.warning("lag: reading the stored offsets failed (%r)", exc)
+            return
+        stored = {tp: stored_by_name[pipeline.name(tp)] for tp in tps}
         by_topic: dict[str, int] = {}
-        for tp in consumer.assignment():
-            if tp.topic not in app.batch_topics:
-                continue
+        for tp, applied in stored.items():
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
             short = tp.topic.removeprefix(settings.topic_prefix + ".")
-            applied = pipeline.applied.get(f"{short}:{tp.partition}", -1)
             by_topic[short] = by_topic.get(short, 0) + max(0, highwater - applied - 1)
         for short in INPUT_TOPICS:
             metrics.consumer_lag.labels(short).set(by_topic.get(short, 0))
         runtime.worker_lag = sum(by_topic.values())
         if pipeline.latest_event_ms:
             metrics.freshness.set(time.time() - pipeline.latest_event_ms / 1000)
+        assert isinstance(consumer, BatchConsumer)
+        try:
+            async with consumer.batch_lock:
+                reseek = await pipeline.went_back(stored)
+        except TRANSIENT as exc:
+            log.warning("lag: checking the stored offsets failed (%r)", exc)
+            return
+        if reseek:
+            await consumer.seek_owned(reseek)
 
     return app, runtime
 

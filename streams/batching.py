@@ -98,6 +98,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if mine:
             await self.seek_wait(mine)
 
+    async def seek_owned(self, offsets: Mapping[TP, int]) -> None:
+        """Read these partitions again from these offsets (those still assigned;
+        the lag timer's repair after Redis went back, `streams/app.py`)."""
+        try:
+            await self._seek_owned(offsets)
+        except KafkaError as exc:  # not assigned any more: its new owner reads it
+            log.info("not seeking %s: %r", sorted(offsets), exc)
+
     async def _rewind(self, records: Mapping[TP, list[ConsumerRecord]]) -> None:
         """Read these records again later: they were fetched and not applied.
 

@@ -39,6 +39,7 @@ class Metrics:
     redis_seconds: Histogram
     stale_plans: Counter
     offset_gaps: Counter
+    store_went_back: Counter
     outbox_published: Counter
     retries: Counter
 
@@ -158,6 +159,13 @@ class Metrics:
                 "presale_offset_gaps_total",
                 "Batches whose records began past the next offset to apply, "
                 "by topic: re-read from there.",
+                ["topic"],
+                registry=r,
+            ),
+            store_went_back=Counter(
+                "presale_store_went_back_total",
+                "Partitions found by the lag timer with a Redis offset below what "
+                "the worker had applied (Redis lost writes), by topic: re-read.",
                 ["topic"],
                 registry=r,
             ),

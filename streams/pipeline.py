@@ -193,6 +193,37 @@ class Pipeline:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
 
+    async def went_back(self, stored: Mapping[TP, int]) -> dict[TP, int] | None:
+        """Partitions whose offset in the store is below what it confirmed to
+        this worker, and where to read them again from; None when there are none.
+
+        Redis restarted from an AOF written every second can lose the last
+        second of steps. A partition that still gets records finds out at its
+        next step (the store answers stale, `_redo`); a quiet one never would,
+        so the worker's lag timer calls this with the stored offsets of its
+        partitions (`streams/app.py`), holding the consumer's batch lock. The
+        step in flight is settled first: only then is `confirmed` exact.
+        """
+        if not any(
+            o < self.confirmed.get(self.name(tp), -1) for tp, o in stored.items()
+        ):
+            return None
+        reseek = await self.flush() or {}
+        fresh = await self.store.applied_offsets(self.name(tp) for tp in stored)
+        for tp in stored:
+            name = self.name(tp)
+            if fresh[name] < self.confirmed.get(name, -1):
+                log.warning(
+                    "%s: the store went back to offset %d from %d; re-reading",
+                    name,
+                    fresh[name],
+                    self.confirmed[name],
+                )
+                self.metrics.store_went_back.labels(name.partition(":")[0]).inc()
+                self.applied[name] = self.confirmed[name] = fresh[name]
+                reseek[tp] = fresh[name] + 1
+        return reseek or None
+
     def _skipped(
         self, batch: Mapping[TP, list[ConsumerRecord]], retry: bool
     ) -> tuple[dict[TP, int] | None, frozenset[str]]:

@@ -25,6 +25,7 @@ from processors.counting import CampaignRules, Plan
 from processors.events import CHANNELS
 from processors.milestones import Milestone
 from processors.state import COUNTERS, Applied, CampaignState, Stale, apply_plan
+from processors.surge import CLOCK_CHUNK_OFFSETS, CLOCK_MIN_EVENTS
 from streams.connect import redis_client
 from streams.errors import RedisUnavailable, RulesMismatch
 from streams.report import BrandRow, shape_report
@@ -112,7 +113,10 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "s": rules.dedupe_shards,
             "m": _traffic_by_minute(plan),
             "mt": TRAFFIC_TTL_MS,
-            "pc": plan.highs or {"": 0},  # an object, even when empty
+            # The surge clock: per partition [best, last, [[chunk, [ts...]]...]]
+            # (processors/counting.py:PartitionClock); an object even when empty.
+            "pc": {tp: list(c) for tp, c in plan.highs.items()} or {"": 0},
+            "ck": [CLOCK_CHUNK_OFFSETS, CLOCK_MIN_EVENTS],
             "ow": plan.out_of_window,
             "dl": plan.rejected,
         }
@@ -186,7 +190,7 @@ def step_keys(plan: Plan, rules: CampaignRules, prefix: str) -> list[str]:
         p + name
         for name in (
             "off", "meta", "dl", "wm", "dd:gens", "brands", "rank", "fh", "ms",
-            "outbox", "sm:idx", "clock", "ch",
+            "outbox", "sm:idx", "clock", "clock:part", "ch",
         )
     ]  # fmt: skip
     keys.extend(p + "bc:" + b for b in plan.brands)

@@ -398,19 +398,65 @@ for minute, cells in pairs(plan.m) do
     redis.call("ZADD", P .. "sm:idx", minute, minute)
   end)
 end
--- The surge clock, per partition: its latest counted event time, never ahead of
--- the wall clock (an event from a wrong clock cannot end minutes early), with
--- the wall time it moved. The judge takes the slowest active partition's.
+-- The surge clock, per partition: the lower median of each chunk of
+-- plan.ck[1] (64) offsets once the partition is applied past it (a chunk of
+-- fewer than plan.ck[2] (8) counted events gives nothing), never back, and never
+-- ahead of the wall clock (processors/surge.py:chunk_clock, which the planner
+-- applied to the chunks wholly inside the batch: their best is pc[1]). The chunk
+-- still open is kept in "clock:part" (JSON [chunk, [ts...]]), so a chunk that
+-- spans batches gives what it gives in one batch: the clock is the same
+-- whatever the batching. "clock" holds "event_ms:wall_ms", the wall time of
+-- the partition's last step, which the judge reads (streams/alerts.py).
 local clock_key = P .. "clock"
-for tp, high in pairs(plan.pc) do
-  if tp ~= "" and high > 0 then
-    local ts = math.min(high, tonumber(now_ms))
-    local old = redis.call("HGET", clock_key, tp)
-    local old_ts = old and tonumber(string.match(old, "^(%d+)")) or 0
-    if old_ts > ts then
-      ts = old_ts
+local part_key = P .. "clock:part"
+local chunk_offsets, min_events = plan.ck[1], plan.ck[2]
+local function chunk_clock(ts)
+  if #ts < min_events then
+    return 0
+  end
+  table.sort(ts)
+  return ts[math.floor((#ts - 1) / 2) + 1]
+end
+for tp, pc in pairs(plan.pc) do
+  if tp ~= "" then
+    local best, last = pc[1], pc[2]
+    local raw = redis.call("HGET", part_key, tp)
+    local part = raw and cjson.decode(raw) or nil
+    for _, piece in ipairs(pc[3]) do
+      if part and part[1] == piece[1] then
+        local ts = part[2]
+        for i = 1, #piece[2] do
+          ts[#ts + 1] = piece[2][i]
+        end
+      else
+        if part then  -- an earlier chunk, passed by this batch: complete
+          best = math.max(best, chunk_clock(part[2]))
+        end
+        part = piece
+      end
+      if last >= (part[1] + 1) * chunk_offsets - 1 then
+        best = math.max(best, chunk_clock(part[2]))
+        part = nil
+      end
     end
-    later(function() redis.call("HSET", clock_key, tp, fmt(ts) .. ":" .. now_ms) end)
+    if part and last >= (part[1] + 1) * chunk_offsets - 1 then
+      best = math.max(best, chunk_clock(part[2]))
+      part = nil
+    end
+    local old = redis.call("HGET", clock_key, tp)
+    local ts = old and tonumber(string.match(old, "^(%d+)")) or 0
+    if best > ts then
+      ts = math.max(ts, math.min(best, tonumber(now_ms)))
+    end
+    local kept = part and cjson.encode(part) or nil
+    later(function()
+      if kept then
+        redis.call("HSET", part_key, tp, kept)
+      elseif raw then
+        redis.call("HDEL", part_key, tp)
+      end
+      redis.call("HSET", clock_key, tp, fmt(ts) .. ":" .. now_ms)
+    end)
   end
 end
 

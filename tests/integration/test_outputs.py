@@ -33,6 +33,15 @@ MILESTONE_FIELDS = {
 }
 # The report fields that depend on when it is read, not on what was applied.
 WALL_CLOCK = {"consumer_lag"}
+# The report fields that depend on how the same input was cut into batches, so
+# two reports of the same input are compared without them (issue 13, s4):
+# `watermark_ms`, the dedupe watermark, is the highest batch median of event
+# times, and the second replay of the same file, cut into other batches, moved
+# it by 1,172 ms. Every other field is a function of the input (the counters,
+# dead letters, milestones; alerts once their minutes are judged:
+# tests/integration/test_surge_determinism.py) or was written once and is read
+# back (`detected_at_ms`, `raised_at_ms`).
+BATCHING = {"watermark_ms"}
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -207,6 +216,7 @@ def test_milestones_topic_report_endpoint_metrics_and_restart() -> None:
             env.replay(FILE)
             again = settled_report(env, 2 * n_records, [second])
             doubled = {"dead_letters", "dead_letters_by_reason", "out_of_window"}
+            doubled |= BATCHING
             assert without(again, doubled) == without(live, doubled)
             assert again["dead_letters"] == 2 * live["dead_letters"]
             assert again["out_of_window"] == 2 * live["out_of_window"]
