@@ -221,7 +221,9 @@ def _opt_text(
     return value
 
 
-def _text(obj: dict[str, Any], name: str, max_len: int, normalised: bool = False) -> str:
+def _text(
+    obj: dict[str, Any], name: str, max_len: int, normalised: bool = False
+) -> str:
     value = _opt_text(obj, name, max_len, required=True, normalised=normalised)
     assert value is not None  # _opt_text raised when it was absent
     return value

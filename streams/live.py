@@ -50,7 +50,8 @@ def alerts_key(prefix: str) -> str:
 
 def parse_top(raw: str | None, default: int = DEFAULT_TOP) -> int:
     """A `top` query parameter, clamped to 1..MAX_TOP; junk means the default."""
-    if raw is None or not raw.strip().isdigit():
+    # isascii: `²` is a digit to isdigit() and not to int() (it answered 500).
+    if raw is None or not (raw.strip().isascii() and raw.strip().isdigit()):
         return default
     return max(1, min(MAX_TOP, int(raw)))
 

@@ -421,7 +421,7 @@ class RedisStore:
         p, c = self.prefix, self.client
         if top < 1:
             return []
-        ranked = await c.zrevrange(p + "rank", 0, top - 1, withscores=True)
+        ranked: Any = await c.zrevrange(p + "rank", 0, top - 1, withscores=True)
         sold = [(m.decode(), score) for m, score in ranked if score > 0]
         if len(sold) < top:
             return [b for b, _ in sold] + await self._first_unsold(
@@ -430,12 +430,12 @@ class RedisStore:
         cut = sold[-1][1]
         if cut >= EXACT_SCORE:
             low = cut * (1 - 2**-30)
-            near = await c.zrevrangebyscore(
+            near: Any = await c.zrevrangebyscore(
                 p + "rank", "+inf", low, start=0, num=top + NEAR_TIES
             )
             return [m.decode() for m in near]
         above = [b for b, score in sold if score > cut]
-        tied = await c.zrangebyscore(
+        tied: Any = await c.zrangebyscore(
             p + "rank", cut, cut, start=0, num=top - len(above)
         )
         return above + [m.decode() for m in tied]

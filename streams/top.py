@@ -77,7 +77,10 @@ def frame(view: Mapping[str, Any], status: str = "") -> Any:
         alerts.add_row(
             _clock(int(a.get("minute_ms", 0))),
             Text.assemble(
-                (shown(severity).plain, "bold red" if severity == "critical" else "yellow"),
+                (
+                    shown(severity).plain,
+                    "bold red" if severity == "critical" else "yellow",
+                ),
                 " ",
                 shown(f"{a.get('scope', '')} {a.get('key', '')}"),
                 f": {a.get('observed', 0):,} vs {float(a.get('baseline', 0.0)):.1f} "

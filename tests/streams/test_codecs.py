@@ -328,8 +328,10 @@ FIELD_VALUES: dict[str, list[Any]] = {
     "type": ["click", "cart", "order", "cancel", "Click", "", 1, None],
     "ts": [0, 1_760_529_600_000, 2**53 - 1, 2**53, -1, 1.5, 1e3, "1", True, None],
     "user_id": ["u1", "", "x" * 129, 0, None],
-    "brand_id": ["b1", "x" * 64, "x" * 65, False, None, "Ａpple", "Apple\u200b"]
-    + ["[/]", "\x1b[2J", "\ufdfa" * 4, "e\u0301" * 40],
+    "brand_id": [
+        *("b1", "x" * 64, "x" * 65, False, None, "Ａpple", "Apple\u200b"),
+        *("[/]", "\x1b[2J", "\ufdfa" * 4, "e\u0301" * 40),
+    ],
     "sku_id": ["s1", "", 3, None],
     "channel": ["search", "livestream", "flash_sale", "other", "tv", "", 2, None],
     "room_id": ["r1", "", 5, None, "Ｒ1", "r\u202e"],

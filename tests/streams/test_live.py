@@ -94,6 +94,8 @@ def view(n_brands: int = 3) -> dict[str, Any]:
         ("-3", 20),
         ("abc", 20),
         ("2.5", 20),
+        ("²", 20),  # isdigit() but not int(): answered 500 before issue 16
+        ("٣", 20),  # Arabic-Indic three: int() reads it; not ASCII, so junk
     ],
 )
 def test_parse_top(raw: str | None, want: int) -> None:
