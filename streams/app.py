@@ -104,6 +104,8 @@ def create_app(
     settings: Settings, metrics: Metrics | None = None
 ) -> tuple[BatchApp, Runtime]:
     metrics = metrics or Metrics.create()
+    metrics.distinct_ids_limit.labels("brands").set(settings.max_brands)
+    metrics.distinct_ids_limit.labels("rooms").set(settings.max_rooms)
     store = RedisStore.from_settings(settings)
     pipeline = Pipeline(settings, store, None, metrics)
     runtime = Runtime(

@@ -70,6 +70,7 @@ async def read_live(
         pipe.hgetall(p + "ch")
         pipe.zrevrange(p + "rank", 0, top - 1)
         pipe.scard(p + "brands")
+        pipe.pfcount(p + "rooms")
         pipe.hgetall(p + "ms")
         pipe.xrevrange(alerts_key(p), count=recent)
         pipe.xlen(alerts_key(p))
@@ -79,6 +80,7 @@ async def read_live(
             channels_raw,
             ranked,
             n_brands,
+            n_rooms,
             ms_raw,
             alerts_raw,
             n_alerts,
@@ -118,6 +120,7 @@ async def read_live(
         "channels": {ch: channels[ch]["gross_gmv_fen"] for ch in sorted(channels)},
         "first_hour": first_hour_summary(milestones, rules),
         "brand_count": int(n_brands),
+        "room_count": int(n_rooms),
         "brands": brands,
         "milestone_count": len(milestones),
         "milestones": newest,
@@ -173,6 +176,8 @@ def export(view: Mapping[str, Any], metrics: Metrics) -> None:
     for threshold_fen, n in first_hour["brands_reached"].items():
         metrics.brands_reached.labels(threshold_fen).set(n)
     metrics.brands_doubled.set(first_hour["brands_doubled"])
+    metrics.distinct_ids.labels("brands").set(view["brand_count"])
+    metrics.distinct_ids.labels("rooms").set(view["room_count"])
     brands = view["brands"]
     for rank in range(1, METRIC_RANKS + 1):
         gross = brands[rank - 1]["gross_gmv_fen"] if rank <= len(brands) else 0

@@ -127,7 +127,16 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "pc": plan.highs or {"": 0},  # an object, even when empty
             "ow": plan.out_of_window,
             "dl": plan.rejected,
+            "rm": _rooms(plan),
         }
+    )
+
+
+def _rooms(plan: Plan) -> list[str]:
+    """The batch's livestream rooms, from its traffic cells (`room|<id>`), for
+    the campaign's HyperLogLog of rooms (the `presale_distinct_ids` metric)."""
+    return list(
+        {c[5:] for cells in plan.traffic.values() for c in cells if c[:5] == "room|"}
     )
 
 

@@ -161,6 +161,40 @@ def test_no_brand_sold_yet() -> None:
     run(test)
 
 
+def test_distinct_rooms_and_brands_are_counted() -> None:
+    """The atomic step adds each batch's livestream rooms to a HyperLogLog, and
+    the live view reads brands (exact) and rooms (within 1%): the gauges of
+    `presale_distinct_ids`. Before the fix no room count existed."""
+    from processors.counting import plan_batch
+    from processors.events import Event
+    from streams.live import read_live
+
+    async def test(store: RedisStore) -> None:
+        records = [
+            (
+                "clicks:0",
+                i,
+                Event(
+                    f"e{i}",
+                    "click",
+                    T0 + 1_000,
+                    "u",
+                    f"b{i % 50}",
+                    channel="livestream",
+                    room_id=f"r{i % 3_000}",
+                ),
+            )
+            for i in range(6_000)
+        ]
+        applied = await store.applied_offsets(["clicks:0"])
+        await store.apply(plan_batch(records, store.rules, applied), 1)
+        view = await read_live(store.client, store.prefix, store.rules)
+        assert view["brand_count"] == 50
+        assert abs(view["room_count"] - 3_000) <= 30
+
+    run(test)
+
+
 CAMPAIGNS = ["d11-2025", "d11*", "d1?-2025", "d[1]1-2025", "d11", "d\\11"]
 
 
