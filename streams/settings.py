@@ -135,13 +135,19 @@ def _file(env: Mapping[str, str], name: str) -> str | None:
     return path
 
 
+# redis-py also reads a password from the query (`redis://h/0?password=s`).
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """A URL with its password replaced by ***, for messages and repr."""
+    """A URL with its password replaced by ***, for messages and repr: the one
+    in the authority and any `password=` of the query."""
     try:
         password = urlsplit(url).password
     except ValueError:
         return "<unparsable URL>"
-    return url.replace(f":{password}@", ":***@", 1) if password else url
+    masked = url.replace(f":{password}@", ":***@", 1) if password else url
+    return _QUERY_PASSWORD.sub(r"\1***", masked)
 
 
 def _security(env: Mapping[str, str]) -> dict[str, Any]:
