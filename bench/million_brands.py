@@ -23,12 +23,14 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from redis.exceptions import ResponseError
 
 from bench.procstat import peak_rss_bytes
 from streams.kafka import log_end_offsets
@@ -40,6 +42,7 @@ T0 = 1_762_704_000_000  # 2025-11-09 16:00 UTC: a whole minute
 MINUTE_MS = 60_000
 PARTITIONS = 6
 MIB = 2**20
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -124,12 +127,25 @@ async def publish(settings: Settings, n: int) -> float:
     return time.perf_counter() - started
 
 
+async def patiently(make: Callable[[], Awaitable[T]]) -> T:
+    """`make()`, again while Redis answers BUSY: an atomic step of 40,000 new
+    brands runs past Redis's 5 s script threshold, and then every other
+    client (this bench too) is refused until it ends."""
+    while True:
+        try:
+            return await make()
+        except ResponseError as exc:
+            if not str(exc).startswith("BUSY"):
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def wait_applied(settings: Settings, store: RedisStore, worker: Any) -> None:
     while True:
         if worker.poll() is not None:
             raise SystemExit(f"the worker exited {worker.returncode}")
         ends = await log_end_offsets(settings, ("clicks", "carts", "orders"))
-        applied = await store.applied_offsets(ends)
+        applied = await patiently(lambda ends=ends: store.applied_offsets(ends))
         if sum(max(0, e - applied.get(tp, -1) - 1) for tp, e in ends.items()) == 0:
             return
         await asyncio.sleep(1.0)
@@ -138,7 +154,9 @@ async def wait_applied(settings: Settings, store: RedisStore, worker: Any) -> No
 async def wait_judged(store: RedisStore, minute_ms: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        through = await store.client.hget(store.prefix + "meta", "surge_through")
+        through = await patiently(
+            lambda: store.client.hget(store.prefix + "meta", "surge_through")
+        )
         if through is not None and int(through) >= minute_ms:
             return True
         await asyncio.sleep(1.0)
@@ -174,8 +192,29 @@ def report_with_rusage(env: dict[str, str]) -> tuple[float, int, dict[str, Any]]
     return seconds, usage.ru_maxrss * 1024, json.loads(out)
 
 
+def redis_steps(metrics: bytes) -> dict[str, Any]:
+    """The worker's atomic steps: how many, their mean, and how many took over
+    2.5 s and over 5 s (presale_redis_roundtrip_seconds)."""
+    buckets: dict[str, float] = {}
+    total = count = 0.0
+    for line in metrics.decode().splitlines():
+        if line.startswith("presale_redis_roundtrip_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets[le] = float(line.split()[-1])
+        elif line.startswith("presale_redis_roundtrip_seconds_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("presale_redis_roundtrip_seconds_count"):
+            count = float(line.split()[-1])
+    return {
+        "redis_steps": int(count),
+        "redis_step_mean_s": round(total / count, 3) if count else None,
+        "redis_steps_over_2_5_s": int(count - buckets.get("2.5", count)),
+        "redis_steps_over_5_s": int(count - buckets.get("5.0", count)),
+    }
+
+
 async def cleanup(settings: Settings, store: RedisStore) -> None:
-    await store.reset()
+    await patiently(store.reset)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
@@ -262,7 +301,8 @@ async def main(n: int) -> dict[str, Any]:
         )
         assert json.loads(body)["brands"] == report["brands"]
         figures["worker_peak_rss_mib_end"] = round((peak_rss_bytes(pid) or 0) / MIB, 1)
-        info = await store.client.info("memory")
+        figures |= redis_steps(timed_get(f"http://127.0.0.1:{metrics_port}/metrics")[1])
+        info = await patiently(lambda: store.client.info("memory"))
         figures["redis_used_memory_mib"] = round(int(info["used_memory"]) / MIB, 1)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
