@@ -14,7 +14,7 @@ from operator import attrgetter
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
-from redis.exceptions import BusyLoadingError, TryAgainError
+from redis.exceptions import BusyLoadingError, ClusterError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,12 +29,15 @@ from streams.store import Store
 log = logging.getLogger(__name__)
 _offset = attrgetter("offset")
 
-# Failures that pass: Redis or Kafka restarting, a connection dropped.
+# Failures that pass: Redis or Kafka restarting, a connection dropped, a Redis
+# Cluster slot on the move (ClusterError: the client's redirections ran out
+# while a slot migrates).
 TRANSIENT = (
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,
     TryAgainError,
+    ClusterError,
     KafkaError,
     ConnectionError,
     TimeoutError,

@@ -198,6 +198,38 @@ def _dedupe_groups(
     return list(clicks.values()), list(orders.values())
 
 
+def step_keys(plan: Plan, rules: CampaignRules, prefix: str) -> list[str]:
+    """Every key the step may touch, declared to a Redis Cluster with the step
+    (the offsets hash first): a slot on the move then answers TRYAGAIN or ASK
+    for the whole step, before it runs, instead of the node that imports the
+    slot running it over the keys it does not hold yet. (Generations the step
+    drops are found in Redis; a key of theirs left behind by a migration holds
+    only late ids.)"""
+    p = prefix
+    keys = [
+        p + name
+        for name in (
+            "off", "meta", "dl", "wm", "dd:gens", "brands", "rank", "fh", "ms",
+            "outbox", "sm:idx", "clock", "ch",
+        )
+    ]  # fmt: skip
+    keys.extend(p + "bc:" + b for b in plan.brands)
+    keys.extend(p + f"sm:{minute}" for minute in plan.traffic)
+    horizon = rules.dedupe_horizon_ms
+    sets = {
+        f"dd:{ts // horizon}:{shard}"
+        for tally in chain(plan.clicks, plan.carts)
+        for shard, ts in zip(tally.shards, tally.ts_ms, strict=True)
+    }
+    sets.update(f"dd:o:{line.id.shard}" for line in plan.orders)
+    sets.update(f"dd:o:{line.id.shard}" for line in plan.cancels)
+    buyers = {(o.brand, o.channel) for o in plan.orders}
+    sets.update(f"u:bc:{plan.brands[b]}:{CHANNELS[c]}" for b, c in buyers)
+    sets.update(f"u:ch:{CHANNELS[c]}" for _b, c in buyers)
+    keys.extend(p + k for k in sorted(sets))
+    return keys
+
+
 def _traffic_by_minute(plan: Plan) -> dict[str, tuple[list[str], list[int]]]:
     """The plan's traffic as minute -> (["scope|key", ...], [records, ...])."""
     return {
@@ -389,15 +421,20 @@ class RedisStore:
 
     async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
         payload = encode_plan(plan, self.rules)
+        keys = (
+            step_keys(plan, self.rules, self.prefix)
+            if isinstance(self.client, RedisCluster)
+            else [self.prefix + "off"]
+        )
         try:
             try:
                 result = await self._apply(
-                    keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
+                    keys=keys, args=[self.prefix, payload, now_ms]
                 )
             except NoScriptError:  # Redis restarted and lost its script cache
                 self._apply = self.client.register_script(APPLY_LUA)
                 result = await self._apply(
-                    keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
+                    keys=keys, args=[self.prefix, payload, now_ms]
                 )
         except ResponseError as exc:
             raise _transient(exc) from exc
