@@ -215,6 +215,8 @@ def step_keys(plan: Plan, rules: CampaignRules, prefix: str) -> list[str]:
     ]  # fmt: skip
     keys.extend(p + "bc:" + b for b in plan.brands)
     keys.extend(p + f"sm:{minute}" for minute in plan.traffic)
+    if _rooms(plan):
+        keys.append(p + "rooms")  # the rooms HyperLogLog (presale_distinct_ids)
     horizon = rules.dedupe_horizon_ms
     sets = {
         f"dd:{ts // horizon}:{shard}"
