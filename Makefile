@@ -8,10 +8,14 @@ CODE := processors streams seeds tests deploy/local bench
 
 .PHONY: install services services-down tools demo test lint unit chaos
 
-$(BIN)/.installed: pyproject.toml
+# Every dependency from the lock, each checked against its sha256 hashes; then
+# the project itself, editable, with --no-deps: nothing unpinned is resolved
+# (docs/operations.md says how to regenerate the lock).
+$(BIN)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 install: $(BIN)/.installed

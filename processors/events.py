@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, cast
 
 import msgspec
 from msgspec import Meta
+from msgspec.structs import replace
 
 CLICK: Final = "click"
 CART: Final = "cart"
@@ -101,6 +103,65 @@ class Event(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
 # ValueError (msgspec.DecodeError, UnicodeDecodeError) for anything else.
 EVENT_DECODER: Final = msgspec.json.Decoder(Event)
 
+# Unicode categories no producer string may hold (CONTRACT section 2): Cc, the
+# controls (ESC starts the terminal sequence that clears a screen), and Cf, the
+# format characters (U+200B zero-width space, U+202E right-to-left override).
+FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf"})
+
+
+def forbidden_character(text: str) -> str | None:
+    """The first Cc or Cf character of `text`, or None when it has none."""
+    # isprintable() is False for every Cc and Cf character (and for a few more
+    # categories: Zs but the space, Zl, Zp, Co, Cn): one C pass clears nearly
+    # every string, and only the rest is walked character by character.
+    if text.isprintable():
+        return None
+    for char in text:
+        if unicodedata.category(char) in FORBIDDEN_CATEGORIES:
+            return char
+    return None
+
+
+def normal_id(text: str) -> str:
+    """`brand_id`, `room_id` and `region` as counted: NFKC, so `Ａpple` is `Apple`.
+
+    NFKC never maps a character to a Cc or Cf one (checked over every code point
+    of Python 3.11's Unicode 14), so checking the string as sent is enough. It
+    can change the length (U+FDFA becomes 18 characters; `e` + U+0301 becomes
+    one), so the length limits apply to its result."""
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+# The text fields of an Event, each with its limit; `True` where it is normalised.
+_TEXTS: Final = (
+    ("event_id", 128, False),
+    ("user_id", 128, False),
+    ("brand_id", 64, True),
+    ("sku_id", 128, False),
+    ("room_id", 128, True),
+    ("region", 64, True),
+    ("order_id", 128, False),
+)
+
+
+def finish(event: Event) -> Event | None:
+    """The text rules of a decoded event, for the fast path: None when a string
+    holds a Cc or Cf character or a normalised id breaks its length limit (the
+    exact path then names the reason), else the event with its ids normalised."""
+    changes: dict[str, str] = {}
+    for name, max_len, normalised in _TEXTS:
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if not value.isprintable() and forbidden_character(value) is not None:
+            return None
+        if normalised and not value.isascii():
+            value = unicodedata.normalize("NFKC", value)
+            if not 1 <= len(value) <= max_len:
+                return None
+            changes[name] = value
+    return replace(event, **changes) if changes else event
+
 
 def fits(event: Event, topic: str) -> bool:
     """The rules `EVENT_DECODER` cannot check. False sends the record to the
@@ -134,7 +195,11 @@ class _Invalid(Exception):
 
 
 def _opt_text(
-    obj: dict[str, Any], name: str, max_len: int, required: bool = False
+    obj: dict[str, Any],
+    name: str,
+    max_len: int,
+    required: bool = False,
+    normalised: bool = False,
 ) -> str | None:
     value = obj.get(name)
     if value is None:
@@ -143,13 +208,23 @@ def _opt_text(
         return None
     if type(value) is not str:
         raise _Invalid(WRONG_TYPE, f"{name} must be a string")
+    char = forbidden_character(value)
+    if char is not None:
+        kind = unicodedata.category(char)
+        detail = f"{name} holds U+{ord(char):04X}, a {kind} character"
+        raise _Invalid(BAD_VALUE, detail)
+    if normalised:
+        value = normal_id(value)
     if not 1 <= len(value) <= max_len:
-        raise _Invalid(BAD_VALUE, f"{name} must be 1-{max_len} characters")
+        after = " after NFKC" if normalised else ""
+        raise _Invalid(BAD_VALUE, f"{name} must be 1-{max_len} characters{after}")
     return value
 
 
-def _text(obj: dict[str, Any], name: str, max_len: int) -> str:
-    value = _opt_text(obj, name, max_len, required=True)
+def _text(
+    obj: dict[str, Any], name: str, max_len: int, normalised: bool = False
+) -> str:
+    value = _opt_text(obj, name, max_len, required=True, normalised=normalised)
     assert value is not None  # _opt_text raised when it was absent
     return value
 
@@ -183,7 +258,7 @@ def _fields(obj: dict[str, Any], topic: str) -> Event:
     ts_ms = _integer(obj, "ts", 0, MAX_TS_MS, True)
     assert ts_ms is not None  # required: _integer raised when it was absent
     user_id = _text(obj, "user_id", 128)
-    brand_id = _text(obj, "brand_id", 64)
+    brand_id = _text(obj, "brand_id", 64, normalised=True)
     sku_id = _opt_text(obj, "sku_id", 128)
     channel = obj.get("channel")
     if channel is None:
@@ -192,8 +267,10 @@ def _fields(obj: dict[str, Any], topic: str) -> Event:
         raise _Invalid(WRONG_TYPE, "channel must be a string")
     elif channel not in CHANNEL_SET:
         raise _Invalid(BAD_VALUE, "channel is not a known channel")
-    room_id = _opt_text(obj, "room_id", 128, required=channel == "livestream")
-    region = _opt_text(obj, "region", 64)
+    room_id = _opt_text(
+        obj, "room_id", 128, required=channel == "livestream", normalised=True
+    )
+    region = _opt_text(obj, "region", 64, normalised=True)
     vip = obj.get("vip")
     if vip is None:
         vip = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -147,13 +148,24 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _string_check(value: object, max_chars: int) -> str | None:
-    """Reason for a string field with 1..max_chars characters, or None."""
+def _string_check(value: object, max_chars: int, nfkc: bool = False) -> str | None:
+    """Reason for a string field with 1..max_chars characters, or None.
+
+    No character of Unicode category Cc (controls) or Cf (format: zero-width,
+    bidi); the limit counts the NFKC form where the field is normalised."""
     if not isinstance(value, str):
         return "wrong_type"
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in value):
+        return "bad_value"
+    if nfkc:
+        value = unicodedata.normalize("NFKC", value)
     if not 1 <= len(value) <= max_chars:
         return "bad_value"
     return None
+
+
+def _nfkc(value: str | None) -> str | None:
+    return None if value is None else unicodedata.normalize("NFKC", value)
 
 
 def _int_check(value: object, low: int, high: int) -> str | None:
@@ -186,15 +198,15 @@ def _field_checks(obj: Mapping[str, Any]) -> list[tuple[str, bool, FieldCheck]]:
     return [
         ("ts", True, lambda v: _int_check(v, 0, TS_MAX)),
         ("user_id", True, lambda v: _string_check(v, 128)),
-        ("brand_id", True, lambda v: _string_check(v, 64)),
+        ("brand_id", True, lambda v: _string_check(v, 64, nfkc=True)),
         ("sku_id", False, lambda v: _string_check(v, 128)),
         ("channel", False, lambda v: _enum_check(v, CHANNELS)),
         (
             "room_id",
             obj.get("channel") == "livestream",
-            lambda v: _string_check(v, 128),
+            lambda v: _string_check(v, 128, nfkc=True),
         ),
-        ("region", False, lambda v: _string_check(v, 64)),
+        ("region", False, lambda v: _string_check(v, 64, nfkc=True)),
         ("vip", False, _bool_check),
         ("qty", False, lambda v: _int_check(v, 1, QTY_MAX)),
         ("order_id", is_money, lambda v: _string_check(v, 128)),
@@ -256,11 +268,11 @@ def validate(topic: str, value: bytes, max_record_bytes: int) -> Event | str:
         type=obj["type"],
         ts_ms=obj["ts"],
         user_id=obj["user_id"],
-        brand_id=obj["brand_id"],
+        brand_id=unicodedata.normalize("NFKC", obj["brand_id"]),
         sku_id=obj.get("sku_id"),
         channel=obj.get("channel") or "other",
-        room_id=obj.get("room_id"),
-        region=obj.get("region") or "unknown",
+        room_id=_nfkc(obj.get("room_id")),
+        region=_nfkc(obj.get("region")) or "unknown",
         vip=obj.get("vip") or False,
         qty=obj["qty"] if obj.get("qty") is not None else 1,
         order_id=obj.get("order_id"),

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any, Final
 
@@ -59,6 +59,9 @@ LIVE_MS: Final = 600_000
 # Kafka's end offsets are asked again after this long (the judge wakes after
 # every batch; a partition new to Kafka is seen within 5 s).
 ENDS_MAX_AGE_S: Final = 5.0
+# Cells of a minute judged at a time: 5,000 cells times a 12-minute window is
+# about 60,000 counts held (a few MB), whatever the minute holds.
+CHUNK_CELLS: Final = 5_000
 # How often an idle judge looks again (a batch applied wakes it at once).
 _IDLE_S: Final = 1.0
 
@@ -161,23 +164,52 @@ class SurgeJudge:
         self._known = False
         self.wake = asyncio.Event()
         self._raise = client.register_script(RAISE_LUA)
-        # minute -> its counts, read once the minute is complete
-        self._counts: dict[int, dict[ScopeKey, int]] = {}
 
     def batch_applied(self) -> None:
         """Called by the pipeline after each applied batch: look now."""
         self.wake.set()
 
-    async def _minute_counts(self, minutes: list[int]) -> None:
-        missing = [m for m in minutes if m not in self._counts]
-        if not missing:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for m in missing:
-                pipe.hgetall(f"{self.prefix}sm:{m}")
-            found: list[Any] = await pipe.execute()
-        for m, raw in zip(missing, found, strict=True):
-            self._counts[m] = {_scope_key(f): int(v) for f, v in raw.items()}
+    async def _candidates(self, minute: int) -> AsyncIterator[list[bytes]]:
+        """The minute's cells that counted at least `min_count` (no other cell
+        can surge), in chunks of CHUNK_CELLS, read by HSCAN: the judge holds a
+        chunk, however many cells the minute has (a million brands: a million)."""
+        chunk: list[bytes] = []
+        min_count = self.rules.min_count
+        key = f"{self.prefix}sm:{minute}"
+        async for field, value in self.client.hscan_iter(key, count=CHUNK_CELLS):
+            if int(value) >= min_count:
+                chunk.append(field)
+                if len(chunk) >= CHUNK_CELLS:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+    async def judge_minute(self, minute: int) -> list[Candidate]:
+        """`evaluate_minute` over the minute's candidates, a chunk at a time:
+        each chunk reads its cells' counts in the window's minutes (HMGET), so
+        what is held is a chunk times the window, not every cell of it."""
+        span = self.rules.history_minutes + self.rules.persistence_minutes
+        window = [minute - i * MINUTE_MS for i in range(span)]
+        found: dict[ScopeKey, Candidate] = {}
+        async for fields in self._candidates(minute):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for m in window:
+                    pipe.hmget(f"{self.prefix}sm:{m}", fields)
+                rows: list[Any] = await pipe.execute()
+            counts = {
+                m: {
+                    _scope_key(f): int(v)
+                    for f, v in zip(fields, values, strict=True)
+                    if v is not None
+                }
+                for m, values in zip(window, rows, strict=True)
+            }
+            for c in evaluate_minute(
+                minute, counts, self.rules, self.start_ms, self.last_year
+            ):
+                found[(c.scope, c.key)] = c  # HSCAN may return a cell twice
+        return sorted(found.values(), key=lambda c: (c.scope, c.key))
 
     async def judge(self) -> list[dict[str, Any]]:
         """Judge every complete minute not judged yet; returns the alerts raised."""
@@ -210,14 +242,9 @@ class SurgeJudge:
         )
         raised: list[dict[str, Any]] = []
         last = through.decode() if through is not None else ""
-        span = self.rules.history_minutes + self.rules.persistence_minutes
         for raw_minute in pending:
             minute = int(raw_minute)
-            window = [minute - i * MINUTE_MS for i in range(span)]
-            await self._minute_counts(window)
-            found = evaluate_minute(
-                minute, self._counts, self.rules, self.start_ms, self.last_year
-            )
+            found = await self.judge_minute(minute)
             now_ms = int(time.time() * 1000)
             args = [
                 self.prefix,
@@ -243,8 +270,6 @@ class SurgeJudge:
                 alert = orjson.loads(record)
                 self.metrics.alerts.labels(alert["scope"], alert["severity"]).inc()
                 raised.append(alert)
-            for old in [m for m in self._counts if m <= minute - span * MINUTE_MS]:
-                del self._counts[old]
         return raised
 
     async def run(self) -> None:

@@ -8,6 +8,7 @@ import gc
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,14 @@ from streams import live
 from streams.alerts import SurgeJudge
 from streams.batching import BatchApp, BatchConsumer
 from streams.connect import faust_credentials
-from streams.errors import PresaleError, SettingsError
-from streams.kafka import RenewableProducer, ensure_topics, lag, log_end_offsets
+from streams.errors import SettingsError
+from streams.kafka import RenewableProducer, ensure_topics, log_end_offsets
 from streams.metrics import Metrics
 from streams.outbox import OutboxPublisher
 from streams.pipeline import TRANSIENT, Pipeline
 from streams.settings import Settings
 from streams.store import RedisStore, intset_advice
+from streams.webreport import ReportBuilder, respond
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class Runtime:
     # Records this worker's partitions hold beyond what it applied (measure_lag).
     worker_lag: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Closed last at shutdown (the report builder's thread).
+    closing: list[Callable[[], None]] = field(default_factory=list)
 
     async def start(self) -> None:
         """In the worker's loop, before the first fetch (aiokafka needs the loop)."""
@@ -74,6 +78,9 @@ class Runtime:
         if self.producer is not None:
             await self.producer.stop()
         await self.store.close()
+        for close in self.closing:
+            with contextlib.suppress(Exception):
+                close()
 
 
 async def collect_garbage(young_every_s: float = 10.0, full_every: int = 6) -> None:
@@ -96,6 +103,8 @@ def create_app(
     settings: Settings, metrics: Metrics | None = None
 ) -> tuple[BatchApp, Runtime]:
     metrics = metrics or Metrics.create()
+    metrics.distinct_ids_limit.labels("brands").set(settings.max_brands)
+    metrics.distinct_ids_limit.labels("rooms").set(settings.max_rooms)
     store = RedisStore.from_settings(settings)
     pipeline = Pipeline(settings, store, None, metrics)
     runtime = Runtime(
@@ -115,6 +124,10 @@ def create_app(
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        # Faust's own pages list the cluster's workers (/router/) and read
+        # tables (/table/); presale keeps its state in Redis and serves none.
+        web_router_enabled=False,
+        web_tables_enabled=False,
     )
     app.batch_topics = frozenset(settings.topic(t) for t in INPUT_TOPICS)
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
@@ -133,17 +146,12 @@ def create_app(
         lambda: runtime.worker_lag,
     )
 
+    builder = ReportBuilder(settings)
+    runtime.closing.append(builder.close)
+
     @app.page("/report")
     async def report(web: Any, request: Any) -> Any:
-        top = request.query.get("top")
-        try:  # ends, then applied, then counters: see streams/cli.py:_report
-            ends = await log_end_offsets(settings, INPUT_TOPICS)
-            consumer_lag = lag(ends, await store.applied_offsets(ends))
-        except PresaleError:
-            consumer_lag = None
-        body = await store.report(top=int(top) if top and top.isdigit() else None)
-        body["consumer_lag"] = consumer_lag
-        return web.json(body)
+        return await respond(web, builder, request.query)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

@@ -87,6 +87,14 @@ def _top_n(text: str) -> int:
     return int(text)
 
 
+def _report_top(text: str) -> int:
+    # `-1` once read every brand (a 0-based cut of -1), `0` every one too.
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        msg = f"--top must be a whole number of 1 or more, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(text)
+
+
 def _interval(text: str) -> float:
     try:
         value = float(text)
@@ -217,7 +225,9 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--json", action="store_true", help="the JSON object of CONTRACT s7"
     )
-    rep.add_argument("--top", type=int, default=None, help="only the N biggest brands")
+    rep.add_argument(
+        "--top", type=_report_top, default=None, help="only the N biggest brands"
+    )
     rep.set_defaults(func=cmd_report)
 
     t = sub.add_parser("top", help="the live view in the terminal, refreshing")

@@ -14,6 +14,7 @@ from processors.events import (
     TOO_LARGE,
     Event,
     Rejection,
+    finish,
     fits,
     validate,
 )
@@ -34,7 +35,9 @@ def decode(value: bytes | None, topic: str, max_bytes: int) -> Event | Rejection
         pass
     else:
         if fits(event, topic):
-            return event
+            done = finish(event)
+            if done is not None:
+                return done
     return decode_exactly(value, topic)
 
 

@@ -50,7 +50,8 @@ def alerts_key(prefix: str) -> str:
 
 def parse_top(raw: str | None, default: int = DEFAULT_TOP) -> int:
     """A `top` query parameter, clamped to 1..MAX_TOP; junk means the default."""
-    if raw is None or not raw.strip().isdigit():
+    # isascii: `²` is a digit to isdigit() and not to int() (it answered 500).
+    if raw is None or not (raw.strip().isascii() and raw.strip().isdigit()):
         return default
     return max(1, min(MAX_TOP, int(raw)))
 
@@ -69,6 +70,8 @@ async def read_live(
         pipe.hgetall(p + "ch")
         pipe.zrevrange(p + "rank", 0, top - 1)
         pipe.scard(p + "brands")
+        # by name: redis-py's cluster pipeline refuses `.pfcount()` (streams/store.py)
+        pipe.execute_command("PFCOUNT", p + "rooms")
         pipe.hgetall(p + "ms")
         pipe.xrevrange(alerts_key(p), count=recent)
         pipe.xlen(alerts_key(p))
@@ -78,6 +81,7 @@ async def read_live(
             channels_raw,
             ranked,
             n_brands,
+            n_rooms,
             ms_raw,
             alerts_raw,
             n_alerts,
@@ -117,6 +121,7 @@ async def read_live(
         "channels": {ch: channels[ch]["gross_gmv_fen"] for ch in sorted(channels)},
         "first_hour": first_hour_summary(milestones, rules),
         "brand_count": int(n_brands),
+        "room_count": int(n_rooms),
         "brands": brands,
         "milestone_count": len(milestones),
         "milestones": newest,
@@ -172,6 +177,8 @@ def export(view: Mapping[str, Any], metrics: Metrics) -> None:
     for threshold_fen, n in first_hour["brands_reached"].items():
         metrics.brands_reached.labels(threshold_fen).set(n)
     metrics.brands_doubled.set(first_hour["brands_doubled"])
+    metrics.distinct_ids.labels("brands").set(view["brand_count"])
+    metrics.distinct_ids.labels("rooms").set(view["room_count"])
     brands = view["brands"]
     for rank in range(1, METRIC_RANKS + 1):
         gross = brands[rank - 1]["gross_gmv_fen"] if rank <= len(brands) else 0

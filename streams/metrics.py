@@ -32,6 +32,8 @@ class Metrics:
     top_brand_gmv_fen: Gauge
     brands_reached: Gauge
     brands_doubled: Gauge
+    distinct_ids: Gauge
+    distinct_ids_limit: Gauge
     consumer_lag: Gauge
     freshness: Gauge
     batch_records: Histogram
@@ -119,6 +121,20 @@ class Metrics:
             brands_doubled=Gauge(
                 "presale_first_hour_brands_doubled",
                 "Brands whose first-hour gross GMV reached twice last year's.",
+                registry=r,
+            ),
+            distinct_ids=Gauge(
+                "presale_distinct_ids",
+                "Distinct ids the campaign has counted, by kind: brands (exact) "
+                "and livestream rooms (HyperLogLog, within 1%).",
+                ["kind"],
+                registry=r,
+            ),
+            distinct_ids_limit=Gauge(
+                "presale_max_distinct_ids",
+                "PRESALE_MAX_BRANDS and PRESALE_MAX_ROOMS, by kind: the alert "
+                "PresaleTooManyIds fires above them.",
+                ["kind"],
                 registry=r,
             ),
             consumer_lag=Gauge(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from processors.counting import CampaignRules
+from processors.events import FORBIDDEN_CATEGORIES
 from processors.milestones import GMV_THRESHOLD, YOY_DOUBLE
 from processors.state import COUNTERS
 
@@ -121,6 +123,24 @@ def shape_report(
     }
 
 
+def shown(value: object) -> Any:
+    """A producer's string for rich: `Text`, never markup (a brand named `[/]`
+    broke the table), with every control and format character written as its
+    escape (`\\x1b`), so no raw ESC from Redis reaches the terminal, even from
+    state written before validation refused them (CONTRACT section 2)."""
+    from rich.text import Text
+
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(
+            char.encode("unicode_escape").decode("ascii")
+            if unicodedata.category(char) in FORBIDDEN_CATEGORIES
+            else char
+            for char in text
+        )
+    return Text(text)
+
+
 def yuan(fen: int) -> str:
     """Fen as an exact yuan amount, e.g. ¥123,456.78."""
     return f"¥{fen / 100:,.2f}"
@@ -133,7 +153,7 @@ def table(report: Mapping[str, Any]) -> Any:
 
     camp = report["campaign"]
     t = report["totals"]
-    head = Table(title=f"presale {camp['id']}", show_header=False, box=None)
+    head = Table(title=shown(f"presale {camp['id']}"), show_header=False, box=None)
     for row in totals_rows(t):
         head.add_row(*row)
     head.add_row("buyers (≈)", f"{t['buyers']:,}", "cancels", f"{t['cancels']:,}")
@@ -158,7 +178,7 @@ def table(report: Mapping[str, Any]) -> Any:
     for i, b in enumerate(report["brands"], start=1):
         brands.add_row(
             str(i),
-            b["brand_id"],
+            shown(b["brand_id"]),
             yuan(b["gross_gmv_fen"]),
             yuan(b["net_gmv_fen"]),
             yuan(b["first_hour_gross_gmv_fen"]),
@@ -184,11 +204,11 @@ def table(report: Mapping[str, Any]) -> Any:
         minute = datetime.fromtimestamp(a["minute_ms"] / 1000, tz=UTC)
         feed.add_row(
             minute.strftime("%m-%d %H:%M"),
-            a["scope"],
-            a["key"],
+            shown(a["scope"]),
+            shown(a["key"]),
             f"{a['observed']:,}",
             f"{a['baseline']:,.1f}",
             f"{a['ratio']:.2f}",
-            a["severity"],
+            shown(a["severity"]),
         )
     return Group(head, brands, feed)

@@ -136,13 +136,19 @@ def _file(env: Mapping[str, str], name: str) -> str | None:
     return path
 
 
+# redis-py also reads a password from the query (`redis://h/0?password=s`).
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """A URL with its password replaced by ***, for messages and repr."""
+    """A URL with its password replaced by ***, for messages and repr: the one
+    in the authority and any `password=` of the query."""
     try:
         password = urlsplit(url).password
     except ValueError:
         return "<unparsable URL>"
-    return url.replace(f":{password}@", ":***@", 1) if password else url
+    masked = url.replace(f":{password}@", ":***@", 1) if password else url
+    return _QUERY_PASSWORD.sub(r"\1***", masked)
 
 
 def _security(env: Mapping[str, str]) -> dict[str, Any]:
@@ -267,6 +273,12 @@ class Settings:
     surge: SurgeRules = field(default_factory=SurgeRules)  # PRESALE_SURGE_*
     surge_lateness_ms: int = 30_000  # PRESALE_SURGE_LATENESS_MS
     surge_baseline_csv: str | None = None  # PRESALE_SURGE_BASELINE_CSV
+    # Distinct brands and livestream rooms past which `PresaleTooManyIds` fires:
+    # 1,000,000 brands is what docs/performance.md measured within the limits
+    # (worker under 512 MiB, report --top 10 under 5 s); rooms are one cell a
+    # minute each in the surge hashes, as brands are.
+    max_brands: int = 1_000_000  # PRESALE_MAX_BRANDS
+    max_rooms: int = 1_000_000  # PRESALE_MAX_ROOMS
     # Production: address of the metrics port, Redis Cluster, Redis and Kafka
     # authentication and TLS (streams/connect.py builds the clients from them).
     metrics_host: str = "127.0.0.1"  # PRESALE_METRICS_HOST (PRESALE_WEB_HOST if unset)
@@ -337,6 +349,8 @@ class Settings:
                 env, "PRESALE_SURGE_LATENESS_MS", d.surge_lateness_ms
             ),
             surge_baseline_csv=env.get("PRESALE_SURGE_BASELINE_CSV") or None,
+            max_brands=_int(env, "PRESALE_MAX_BRANDS", d.max_brands, low=1),
+            max_rooms=_int(env, "PRESALE_MAX_ROOMS", d.max_rooms, low=1),
             **_security(env),
         )
         if load and settings.baseline_csv:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Awaitable, Iterable, Mapping
 from importlib import resources
 from itertools import chain
@@ -38,6 +39,13 @@ TRAFFIC_TTL_MS: Final = 7_200_000
 # Ids a dedupe generation should hold in compact intsets (about 8 bytes an id):
 # PRESALE_DEDUPE_SHARDS x Redis's set-max-intset-entries, 1,024 x 8,192 by default.
 COMPACT_IDS: Final = 8_000_000
+# What Redis's MATCH treats as pattern syntax (util.c stringmatchlen) plus braces.
+GLOB_CHARS: Final = frozenset("*?[]\\^-{}")
+# Doubles hold every integer below 2^53 exactly: the rank's scores (sums of
+# integer fen) are exact below it.
+EXACT_SCORE: Final = 2.0**53
+# Past EXACT_SCORE, how many brands near the cut a top-N report reads beyond N.
+NEAR_TIES: Final = 1_000
 
 
 def intset_advice(limit: int | None, shards: int) -> str | None:
@@ -51,6 +59,13 @@ def intset_advice(limit: int | None, shards: int) -> str | None:
         f" memory past {limit * shards:,} ids a generation; set"
         f" set-max-intset-entries to {enough} or more"
     )
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a Redis MATCH pattern that matches only itself: every glob
+    character (`*`, `?`, `[`, `]`, `\\`, and the braces for good measure)
+    escaped, so campaign `d11*` never matches `d11-2025`'s keys."""
+    return "".join("\\" + char if char in GLOB_CHARS else char for char in text)
 
 
 class Store(Protocol):
@@ -119,7 +134,16 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "ck": [CLOCK_CHUNK_OFFSETS, CLOCK_MIN_EVENTS],
             "ow": plan.out_of_window,
             "dl": plan.rejected,
+            "rm": _rooms(plan),
         }
+    )
+
+
+def _rooms(plan: Plan) -> list[str]:
+    """The batch's livestream rooms, from its traffic cells (`room|<id>`), for
+    the campaign's HyperLogLog of rooms (the `presale_distinct_ids` metric)."""
+    return list(
+        {c[5:] for cells in plan.traffic.values() for c in cells if c[:5] == "room|"}
     )
 
 
@@ -195,6 +219,8 @@ def step_keys(plan: Plan, rules: CampaignRules, prefix: str) -> list[str]:
     ]  # fmt: skip
     keys.extend(p + "bc:" + b for b in plan.brands)
     keys.extend(p + f"sm:{minute}" for minute in plan.traffic)
+    if _rooms(plan):
+        keys.append(p + "rooms")  # the rooms HyperLogLog (presale_distinct_ids)
     horizon = rules.dedupe_horizon_ms
     sets = {
         f"dd:{ts // horizon}:{shard}"
@@ -424,9 +450,11 @@ class RedisStore:
         # Brands and totals are sums of brand x channel and channel counters;
         # buyers are unions of HyperLogLogs (PFCOUNT over several keys).
         p, c = self.prefix, self.client
+        if top is None:
+            order = await self._every_brand()
+        else:
+            order = await self.top_candidates(top)
         async with c.pipeline(transaction=False) as pipe:
-            pipe.smembers(p + "brands")
-            pipe.zrange(p + "rank", 0, -1, withscores=True)
             pipe.hgetall(p + "ch")
             # PFCOUNT by name: redis-py's cluster pipeline refuses
             # `.pfcount(*keys)` in case the keys span slots; ours share one.
@@ -438,12 +466,9 @@ class RedisStore:
             pipe.hgetall(p + "meta")
             pipe.xrange(p + "alerts")
             head = await pipe.execute()
-        members, ranked, channels_raw, buyers_total = head[:4]
-        channel_buyers = dict(zip(CHANNELS, head[4 : 4 + len(CHANNELS)], strict=True))
-        milestones_raw, dead_raw, meta_raw, alerts_raw = head[4 + len(CHANNELS) :]
-        gross = {m.decode(): s for m, s in ranked}
-        names = {m.decode() for m in members} | set(gross)
-        order = sorted(names, key=lambda b: (-gross.get(b, 0.0), b))
+        channels_raw, buyers_total = head[:2]
+        channel_buyers = dict(zip(CHANNELS, head[2 : 2 + len(CHANNELS)], strict=True))
+        milestones_raw, dead_raw, meta_raw, alerts_raw = head[2 + len(CHANNELS) :]
 
         async with c.pipeline(transaction=False) as pipe:
             for b in order:
@@ -492,9 +517,69 @@ class RedisStore:
             alerts=decode_alerts(alerts_raw),
         )
 
+    async def _every_brand(self) -> list[str]:
+        """Every brand, by the rank's score (the exact sort comes after)."""
+        p = self.prefix
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.smembers(p + "brands")
+            pipe.zrange(p + "rank", 0, -1, withscores=True)
+            members, ranked = await pipe.execute()
+        gross = {m.decode(): s for m, s in ranked}
+        names = {m.decode() for m in members} | set(gross)
+        return sorted(names, key=lambda b: (-gross.get(b, 0.0), b))
+
+    async def top_candidates(self, top: int) -> list[str]:
+        """A few more than the `top` first brands in report order (gross GMV
+        down, then id up), read from the `rank` sorted set, not from every brand.
+
+        The caller reads these brands' hashes, sorts them by their exact sums and
+        keeps `top`. A score below 2^53 is exact (integer adds of doubles), so the
+        brands above the `top`-th score are in, and of those tied with it the
+        lexicographically first (Redis orders equal scores by member bytes, which
+        is code point order in UTF-8) fill the rest. At 2^53 fen (about ¥90
+        trillion a brand) and above a score may be off by a few ulps: every brand
+        within 2^-30 of the cut (10^3 ulps) is read too, up to `top` + 1,000.
+        With fewer than `top` brands that sold, the rest are the first ids among
+        the brands with no gross GMV, found by SCAN with `top` ids kept.
+        """
+        p, c = self.prefix, self.client
+        if top < 1:
+            return []
+        ranked: Any = await c.zrevrange(p + "rank", 0, top - 1, withscores=True)
+        sold = [(m.decode(), score) for m, score in ranked if score > 0]
+        if len(sold) < top:
+            return [b for b, _ in sold] + await self._first_unsold(
+                top - len(sold), {b for b, _ in sold}
+            )
+        cut = sold[-1][1]
+        if cut >= EXACT_SCORE:
+            low = cut * (1 - 2**-30)
+            near: Any = await c.zrevrangebyscore(
+                p + "rank", "+inf", low, start=0, num=top + NEAR_TIES
+            )
+            return [m.decode() for m in near]
+        above = [b for b, score in sold if score > cut]
+        tied: Any = await c.zrangebyscore(
+            p + "rank", cut, cut, start=0, num=top - len(above)
+        )
+        return above + [m.decode() for m in tied]
+
+    async def _first_unsold(self, n: int, sold: set[str]) -> list[str]:
+        """The `n` smallest ids of the brands not in `sold`, in O(n) memory."""
+        first: list[str] = []
+        chunk: set[str] = set()
+        async for raw in self.client.sscan_iter(self.prefix + "brands", count=10_000):
+            name = raw.decode()
+            if name not in sold:
+                chunk.add(name)
+            if len(chunk) >= 10_000:
+                first = heapq.nsmallest(n, chunk.union(first))
+                chunk = set()
+        return heapq.nsmallest(n, chunk.union(first))
+
     async def reset(self) -> int:
         deleted = 0
-        pattern = self.prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+        pattern = glob_escape(self.prefix) + "*"
         batch: list[bytes] = []
         scan: dict[str, Any] = {"match": pattern, "count": 1000}
         if isinstance(self.client, RedisCluster):

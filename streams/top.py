@@ -14,7 +14,7 @@ from processors.events import INPUT_TOPICS
 from streams.errors import PresaleError
 from streams.kafka import lag, log_end_offsets
 from streams.live import read_live
-from streams.report import totals_rows, yuan
+from streams.report import shown, totals_rows, yuan
 from streams.settings import Settings
 from streams.store import RedisStore
 
@@ -62,7 +62,7 @@ def frame(view: Mapping[str, Any], status: str = "") -> Any:
         ratio = f"{b['first_hour_gross_gmv_fen'] / base:.2f}x" if base else "-"
         brands.add_row(
             str(b["rank"]),
-            b["brand_id"],
+            shown(b["brand_id"]),
             yuan(b["gross_gmv_fen"]),
             yuan(b["first_hour_gross_gmv_fen"]),
             ratio,
@@ -77,9 +77,13 @@ def frame(view: Mapping[str, Any], status: str = "") -> Any:
         alerts.add_row(
             _clock(int(a.get("minute_ms", 0))),
             Text.assemble(
-                (severity, "bold red" if severity == "critical" else "yellow"),
-                f" {a.get('scope', '')} {a.get('key', '')}: "
-                f"{a.get('observed', 0):,} vs {float(a.get('baseline', 0.0)):.1f} "
+                (
+                    shown(severity).plain,
+                    "bold red" if severity == "critical" else "yellow",
+                ),
+                " ",
+                shown(f"{a.get('scope', '')} {a.get('key', '')}"),
+                f": {a.get('observed', 0):,} vs {float(a.get('baseline', 0.0)):.1f} "
                 f"({float(a.get('ratio', 0.0)):.2f}x)",
             ),
         )
@@ -94,13 +98,15 @@ def frame(view: Mapping[str, Any], status: str = "") -> Any:
             if m["kind"] == "yoy_double"
             else f"passed {yuan(m['threshold_fen'])}"
         )
-        milestones.add_row(_clock(m["crossed_at_ms"]), f"{m['brand_id']} {what}")
+        milestones.add_row(
+            _clock(m["crossed_at_ms"]), Text.assemble(shown(m["brand_id"]), f" {what}")
+        )
     side = Table.grid(expand=True)
     side.add_column(ratio=1)
     side.add_column(ratio=1)
     side.add_row(alerts, milestones)
     title = Text.assemble(
-        (f"presale {view['campaign']['id']}", "bold"),
+        (shown(f"presale {view['campaign']['id']}").plain, "bold"),
         f"  read {_clock(view['read_at_ms'])} UTC",
         (f"  {status}" if status else "", "red"),
     )

@@ -135,3 +135,25 @@ def test_prometheus_and_grafana_find_their_files() -> None:
         (provisioning / "datasources" / "prometheus.yml").read_text()
     )["datasources"]
     assert source["url"] == "http://prometheus:9090"
+
+
+def test_redis_is_supported_and_requires_auth() -> None:
+    """Redis 7.4 or 8.x (7.0 is end of life, without 2025's Lua fixes), with a
+    password from the environment that the workers use too (issue 16: compose
+    ran redis:7.0 with no AUTH)."""
+    services = _compose()["services"]
+    redis = services["redis"]
+    version = re.fullmatch(r"redis:(\d+)\.(\d+)\.(\d+)", redis["image"])
+    assert version, redis["image"]
+    major, minor, _ = map(int, version.groups())
+    assert (major, minor) >= (7, 4)
+    command = " ".join(redis["command"])
+    assert "requirepass" in command and "$$REDIS_PASSWORD" in command
+    assert "--requirepass" not in command  # not on the command line
+    assert redis["environment"]["REDIS_PASSWORD"].startswith(
+        "${PRESALE_REDIS_PASSWORD:?"
+    )
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"])
+    for name, service in _presale_services().items():
+        password = service["environment"]["PRESALE_REDIS_PASSWORD"]
+        assert password == redis["environment"]["REDIS_PASSWORD"], name

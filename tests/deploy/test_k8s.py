@@ -66,8 +66,24 @@ def test_all_manifests_parse() -> None:
     } <= kinds
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(
-        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+        p.name
+        for p in K8S.glob("*.yaml")
+        if p.name not in ("kustomization.yaml", "secret.example.yaml")
     )
+
+
+def test_kustomization_lists_no_secret() -> None:
+    """`kubectl apply -k` must not overwrite the real Secret with placeholders
+    (issue 16: it listed secret.yaml); the docs give the command that creates
+    it instead."""
+    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    for name in listed:
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
+            assert not doc or doc["kind"] != "Secret", name
+    operations = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    assert "kubectl create secret generic presale" in operations
+    for name in _docs()["Secret/presale"]["stringData"]:
+        assert f"--from-literal={name}=" in operations, name
 
 
 def test_every_variable_is_a_real_setting(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def prometheus(tmp: Path, targets: list[str]) -> Iterator[Prometheus]:
 def test_prometheus_scrapes_the_worker(tmp_path: Path) -> None:
     """Prometheus sees up == 1, presale_records_in_total summing to the 18,830
     records replayed, batch sizes summing to the same, the report's gross GMV
-    and milestone count; all 6 alert rules evaluate without error; every
+    and milestone count; all 7 alert rules evaluate without error; every
     dashboard query is valid PromQL that returns data, but those of events
     the recording lacks (surge alerts, retries, stale batches, offset gaps);
     after the worker stops, up turns 0 and PresaleWorkerDown is pending."""
@@ -163,7 +163,7 @@ def check_scraped(prom: Prometheus, report: dict[str, Any]) -> None:
 
     def evaluated(groups: list[dict[str, Any]]) -> bool:
         rules = [r for g in groups for r in g["rules"]]
-        return len(rules) == 6 and all(
+        return len(rules) == 7 and all(
             r["health"] == "ok" and r.get("lastEvaluation", "").startswith("2")
             for r in rules
         )
@@ -172,7 +172,7 @@ def check_scraped(prom: Prometheus, report: dict[str, Any]) -> None:
         lambda: prom.get("/api/v1/rules")["data"]["groups"],
         evaluated,
         30,
-        "all 6 rules evaluated with health ok",
+        "all 7 rules evaluated with health ok",
     )
 
     empty_expected = (

@@ -324,18 +324,21 @@ def test_dead_letter_round_trips(value: bytes) -> None:
 # the exact path (orjson, then every rule in order) gives, for any bytes.
 
 FIELD_VALUES: dict[str, list[Any]] = {
-    "event_id": ["e1", "", "é" * 128, "é" * 129, 7, None, ["e"]],
+    "event_id": ["e1", "", "é" * 128, "é" * 129, 7, None, ["e"], "e\u200b", "Ｅ1"],
     "type": ["click", "cart", "order", "cancel", "Click", "", 1, None],
     "ts": [0, 1_760_529_600_000, 2**53 - 1, 2**53, -1, 1.5, 1e3, "1", True, None],
     "user_id": ["u1", "", "x" * 129, 0, None],
-    "brand_id": ["b1", "x" * 64, "x" * 65, False, None],
+    "brand_id": [
+        *("b1", "x" * 64, "x" * 65, False, None, "Ａpple", "Apple\u200b"),
+        *("[/]", "\x1b[2J", "\ufdfa" * 4, "e\u0301" * 40),
+    ],
     "sku_id": ["s1", "", 3, None],
     "channel": ["search", "livestream", "flash_sale", "other", "tv", "", 2, None],
-    "room_id": ["r1", "", 5, None],
-    "region": ["CN-31", "", "x" * 65, 1, None],
+    "room_id": ["r1", "", 5, None, "Ｒ1", "r\u202e"],
+    "region": ["CN-31", "", "x" * 65, 1, None, "ＺＪ", "Z\x00"],
     "vip": [True, False, "true", 1, 0, None],
     "qty": [1, 2, 1_000_000, 1_000_001, 0, -1, 1.0, "2", True, None],
-    "order_id": ["o1", "", "x" * 129, 9, None],
+    "order_id": ["o1", "", "x" * 129, 9, None, "Ｏ1", "o\x85"],
     "amount_fen": [0, 1, 10**12, 10**12 + 1, -1, 1.5, "100", False, None, 2**64],
     "extra": [1, "x", None, [1, [2]], {"a": 1}],
 }

@@ -51,6 +51,7 @@ def view(n_brands: int = 3) -> dict[str, Any]:
         "channels": {"livestream": 100_000, "search": 23_456},
         "first_hour": {"brands_reached": {"1000": 2, "10000": 1}, "brands_doubled": 4},
         "brand_count": n_brands,
+        "room_count": 7,
         "brands": brands,
         "milestone_count": 1,
         "milestones": [
@@ -94,6 +95,8 @@ def view(n_brands: int = 3) -> dict[str, Any]:
         ("-3", 20),
         ("abc", 20),
         ("2.5", 20),
+        ("²", 20),  # isdigit() but not int(): answered 500 before issue 16
+        ("٣", 20),  # Arabic-Indic three: int() reads it; not ASCII, so junk
     ],
 )
 def test_parse_top(raw: str | None, want: int) -> None:
@@ -115,12 +118,16 @@ def test_export_sets_the_campaign_gauges() -> None:
     # Ranks past the brands there are read 0; no rank past METRIC_RANKS exists.
     assert get("presale_top_brand_gross_gmv_fen", {"rank": str(METRIC_RANKS)}) == 0
     assert get("presale_top_brand_gross_gmv_fen", {"rank": "11"}) is None
+    # issue 16: distinct brands and rooms, for the PresaleTooManyIds rule
+    assert get("presale_distinct_ids", {"kind": "brands"}) == 3
+    assert get("presale_distinct_ids", {"kind": "rooms"}) == 7
 
 
 def test_metric_names_and_bounded_labels() -> None:
     """Prometheus naming (counters `_total`, a unit in every other name) and no
     label that could carry a brand, user, event or order id."""
     units = ("_records", "_seconds", "_fen", "_brands_reached", "_brands_doubled")
+    units += ("_ids",)  # presale_distinct_ids: a count of distinct ids
     bounded = {"topic", "type", "reason", "kind", "scope", "severity", "service"}
     bounded |= {"channel", "rank", "threshold_fen"}
     m = Metrics.create()

@@ -58,6 +58,10 @@ def test_repr_masks_every_secret() -> None:
         ("redis://localhost:6379/0", "redis://localhost:6379/0"),
         ("redis://:p@h:1/0", "redis://:***@h:1/0"),
         ("rediss://u:p%40ss@h:1/0", "rediss://u:***@h:1/0"),
+        # issue 16: redis-py reads `password` from the query too (missed before)
+        ("redis://h:1/0?password=s3cret", "redis://h:1/0?password=***"),
+        ("redis://h/0?db=1&PASSWORD=s3&x=1", "redis://h/0?db=1&PASSWORD=***&x=1"),
+        ("redis://u:a@h/0?password=b#f", "redis://u:***@h/0?password=***#f"),
     ],
 )
 def test_mask_url(url: str, shown: str) -> None:
