@@ -235,8 +235,7 @@ def _int_field(obj: dict[str, Any], name: str, where: str) -> int:
 
 
 def _raw_bytes(text: object, where: str, what: str) -> bytes | None:
-    """kcat writes keys and payloads as raw bytes inside JSON strings; the line
-    was read with surrogateescape, so encoding back gives those bytes."""
+    """A kcat key, payload or header value back to its bytes (`_kcat_loads`)."""
     if text is None:
         return None
     if not isinstance(text, str):
@@ -323,20 +322,32 @@ def _v1_entry(obj: object, where: str) -> Entry:
 
 def _loads(line: bytes, where: str) -> Any:
     try:
-        return json.loads(line)
+        obj = json.loads(line)
     except UnicodeDecodeError as exc:
-        # kcat writes non-UTF-8 keys and payloads into its JSON as they are.
-        try:
-            obj = json.loads(line.decode("utf-8", "surrogateescape"))
-        except (ValueError, RecursionError):
-            obj = None
-        if is_kcat(obj):
-            return obj
-        msg = f"{where}: not a JSON line ({exc})"
-        raise RecordingError(msg) from exc
+        obj = _kcat_loads(line)
+        if obj is None:
+            msg = f"{where}: not a JSON line ({exc})"
+            raise RecordingError(msg) from exc
+        return obj
     except (ValueError, RecursionError) as exc:
         msg = f"{where}: not a JSON line ({exc})"
         raise RecordingError(msg) from exc
+    if is_kcat(obj):
+        # json.loads decodes bytes with surrogatepass: an encoded surrogate
+        # (ED A0 80) would come back as one character, not its three bytes.
+        return _kcat_loads(line)
+    return obj
+
+
+def _kcat_loads(line: bytes) -> Any:
+    """A kcat line, its strings holding each byte that is not UTF-8 as a
+    surrogateescape character: kcat writes keys and payloads into its JSON as
+    they are, and `_raw_bytes` encodes them back to exactly those bytes."""
+    try:
+        obj = json.loads(line.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        return None
+    return obj if is_kcat(obj) else None
 
 
 def parse_entry(line: bytes, where: str = "line", versioned: bool = False) -> Entry:

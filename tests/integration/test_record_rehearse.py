@@ -1,0 +1,260 @@
+"""Recordings from Kafka on the real broker and Redis: `presale record` keeps
+every record as sent, `replay` puts it back byte for byte (kcat's dumps too),
+`expect` and `rehearse` agree on a committed recording, and a rehearsal whose
+live report differs exits 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from seeds.recording import iter_entries
+from streams.kafka import ensure_topics
+from streams.settings import Settings
+from tests.integration.helpers import campaign_keys, read_topic
+from tests.support.services import KAFKA, STREAMS, Env, recording_env
+
+pytestmark = pytest.mark.integration
+
+SMALL = STREAMS / "small.jsonl.gz"
+T0 = 1_760_529_600_000
+CLICK = b'{"event_id":"e1","type":"click","ts":%d,"user_id":"u1","brand_id":"b1"}' % (
+    T0 + 1_000
+)
+
+# (topic, partition, key, value, headers): one of each thing a recording must
+# carry exactly. Every value but the first is a dead letter for the worker.
+TRICKY: list[tuple[str, int, bytes | None, bytes | None, list[tuple[str, bytes]]]] = [
+    ("clicks", 0, b"u1", CLICK, []),
+    ("clicks", 1, b"\xff\xfe", b"\xff\x00binary\x80", [("trace", b"\x00\x01\xff")]),
+    ("carts", 2, None, b"", []),
+    ("orders", 3, b"k", None, []),  # no value at all (a tombstone)
+    ("orders", 0, "张三".encode(), '{"type":"order","备注":"日本"}'.encode(), []),
+    ("carts", 5, b'q"\\\n\t', b'x\x01\x1f"\\ {not json', []),
+    ("clicks", 4, b"big", b'{"pad":"' + b"x" * 70_000 + b'"}', []),  # too_large
+    ("orders", 1, None, b'{"event_id":"e2","type":"order","ts":NaN}', []),
+    ("clicks", 2, b"\xed\xa0\x80", b"\xed\xa0\x80 an encoded surrogate", []),
+    ("carts", 0, b"u3", b"\r\n\r\nlines\n", []),
+    ("clicks", 0, b"u1", CLICK, []),  # a duplicate, same partition
+]
+
+Capture = dict[tuple[str, int], list[tuple[bytes | None, bytes | None, int, tuple]]]
+
+
+def by_partition(path: Path) -> Capture:
+    """A recording's records per (topic, partition), in order, with key, value,
+    Kafka timestamp and headers."""
+    out: Capture = defaultdict(list)
+    for e in iter_entries(path):
+        assert e.partition is not None and e.ts_ms is not None
+        out[(e.topic, e.partition)].append((e.key, e.value, e.ts_ms, e.headers))
+    return dict(out)
+
+
+def produce(env: Env, records: list, base_ts_ms: int) -> Capture:
+    """Send `records` to the env's topics with explicit partitions and
+    timestamps; returns what was sent, in the shape of `by_partition`."""
+
+    async def run() -> None:
+        await ensure_topics(Settings.from_env(env.vars, load=False))
+        producer = AIOKafkaProducer(bootstrap_servers=KAFKA, max_request_size=4 << 20)
+        await producer.start()
+        try:
+            for i, (short, part, key, value, headers) in enumerate(records):
+                await producer.send_and_wait(
+                    env.topic(short),
+                    value,
+                    key=key,
+                    partition=part,
+                    timestamp_ms=base_ts_ms + 37 * i,
+                    headers=headers or None,
+                )
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+    sent: Capture = defaultdict(list)
+    for i, (short, part, key, value, headers) in enumerate(records):
+        sent[(short, part)].append((key, value, base_ts_ms + 37 * i, tuple(headers)))
+    return dict(sent)
+
+
+def kcat_dump(env: Env, out: Path) -> None:
+    """`kcat -C -J` of the env's three input topics, one after the other."""
+    with open(out, "wb") as f:
+        for short in ("clicks", "carts", "orders"):
+            subprocess.run(
+                ["kcat", "-C", "-J", "-b", KAFKA, "-t", env.topic(short), "-e", "-q"],
+                stdout=f,
+                check=True,
+                timeout=120,
+            )
+
+
+def rehearsal_of(stdout: str) -> tuple[str, str]:
+    """(topic prefix, campaign id) from rehearse's first line."""
+    m = re.search(r"records into (\S+)\.\*, campaign (\S+)", stdout)
+    assert m, stdout
+    return m.group(1), m.group(2)
+
+
+def topics_with_prefix(prefix: str) -> list[str]:
+    async def run() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            return [t for t in await admin.list_topics() if t.startswith(prefix)]
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def assert_cleaned_up(stdout: str) -> None:
+    prefix, campaign = rehearsal_of(stdout)
+    assert topics_with_prefix(prefix + ".") == []
+    assert topics_with_prefix(f"presale-{campaign}-") == []
+    assert campaign_keys(f"presale:{{{campaign}}}:") == []
+
+
+def test_record_expect_rehearse_round_trip(tmp_path: Path) -> None:
+    """`small` replayed to Kafka, then `presale record`: the recording holds
+    every record of the 18 partitions with its key, value and timestamp as the
+    topics hold them; `presale expect` on it gives exactly the committed
+    expected report; `presale rehearse` exits 0 and leaves no topic and no Redis
+    key of its campaign behind (measured: about 8 s for the 18,830 records)."""
+    env = Env(recording_env("small"))
+    env.replay(SMALL)
+    out = tmp_path / "captured.jsonl.gz"
+    printed = env.presale("record", "--quiet", str(out))
+    assert "recorded 18,830 records of 18 partitions" in printed
+
+    captured = by_partition(out)
+    for short in ("clicks", "carts", "orders"):
+        on_topic: Capture = defaultdict(list)
+        for r in read_topic(env.topic(short)):
+            on_topic[(short, r.partition)].append(
+                (r.key, r.value, r.timestamp, tuple(r.headers))
+            )
+        for tp, records in on_topic.items():
+            assert captured[tp] == records, tp
+
+    want = json.loads((STREAMS / "small.expected.json").read_text())
+    got = json.loads(env.presale("expect", str(out)))
+    got["campaign"]["id"] = want["campaign"]["id"]  # the env's own campaign id
+    assert got == want
+
+    started = time.monotonic()
+    done = env.run("rehearse", "--quiet", str(out))
+    print(f"rehearse of small: {time.monotonic() - started:.1f} s")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASS: the live report equals expect's" in done.stdout
+    assert "18,830 records" in done.stdout
+    assert_cleaned_up(done.stdout)
+
+
+def test_malformed_and_binary_records_replay_byte_for_byte(tmp_path: Path) -> None:
+    """Records that are not UTF-8 (keys and values), empty, without a value,
+    70 kB, with headers, in chosen partitions at chosen timestamps: recorded,
+    replayed with --keep-timestamps into other topics and recorded again, both
+    recordings hold exactly what was sent. `rehearse` of it passes: the worker
+    and the reference agree on every dead letter."""
+    sent = produce(first := Env(), TRICKY, int(time.time() * 1000) - 60_000)
+    a = tmp_path / "a.jsonl.gz"
+    first.presale("record", "--quiet", str(a))
+    assert by_partition(a) == sent
+
+    second = Env()
+    second.presale("replay", "--quiet", "--keep-timestamps", str(a))
+    b = tmp_path / "b.jsonl"
+    second.presale("record", "--quiet", str(b))
+    assert by_partition(b) == sent
+
+    want = json.loads(first.presale("expect", str(a)))
+    assert want["totals"]["clicks"] == 1
+    assert want["dead_letters"] == len(TRICKY) - 2
+    done = first.run("rehearse", "--quiet", str(a))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_cleaned_up(done.stdout)
+
+
+needs_kcat = pytest.mark.skipif(
+    shutil.which("kcat") is None,
+    reason="kcat is not installed (apt-get install kcat; deploy/local/tools.sh)",
+)
+
+
+@needs_kcat
+def test_kcat_dump_of_binary_records_replays_byte_for_byte(tmp_path: Path) -> None:
+    """Debian's kcat writes keys and payloads into its JSON as raw bytes (not
+    UTF-8 ones too): its dump of the tricky records replays exactly what was
+    sent, partitions, timestamps and headers included."""
+    sent = produce(source := Env(), TRICKY, int(time.time() * 1000) - 60_000)
+    dump = tmp_path / "dump.jsonl"
+    kcat_dump(source, dump)
+    target = Env()
+    target.presale("replay", "--quiet", "--keep-timestamps", str(dump))
+    again = tmp_path / "again.jsonl.gz"
+    target.presale("record", "--quiet", str(again))
+    assert by_partition(again) == sent
+
+
+@needs_kcat
+def test_kcat_dump_of_a_committed_recording_rehearses(tmp_path: Path) -> None:
+    """A kcat dump of `small` on Kafka: `expect` gives the committed expected
+    report, and `rehearse` of the dump passes."""
+    env = Env(recording_env("small"))
+    env.replay(SMALL)
+    dump = tmp_path / "small.kcat.jsonl"
+    kcat_dump(env, dump)
+    assert sum(1 for _ in iter_entries(dump)) == 18_830
+
+    want = json.loads((STREAMS / "small.expected.json").read_text())
+    got = json.loads(env.presale("expect", str(dump)))
+    got["campaign"]["id"] = want["campaign"]["id"]
+    assert got == want
+    done = env.run("rehearse", "--quiet", str(dump))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASS" in done.stdout
+    assert_cleaned_up(done.stdout)
+
+
+def test_rehearse_fails_when_the_worker_disagrees(tmp_path: Path) -> None:
+    """The worker remembers ids for one to two dedupe horizons of watermark
+    progress, the reference for ever. With a 1 s horizon, a click whose id comes
+    back after the watermark moved 2 days is counted again: rehearse prints the
+    differences (5 clicks vs 4) and exits 1, and still cleans up. Paced at
+    --speed 1 with recorded timestamps 2 s apart, each record is its own batch."""
+    header = {"format": "presale-recording", "version": 1}
+    clicks = [("e1", T0 + 1_000), ("e2", T0 + 2 * 86_400_000)]
+    clicks += [("e3", T0 + 2 * 86_400_000 + 5), ("e1", T0 + 1_000), ("e4", T0 + 1_500)]
+    lines = [json.dumps(header)]
+    for i, (event_id, ts) in enumerate(clicks):
+        raw = json.dumps(
+            {"event_id": event_id, "type": "click", "ts": ts, "user_id": "u1"}
+            | {"brand_id": "b1"}
+        )
+        line = {"topic": "clicks", "partition": 0, "ts": 1_000_000 + 2_000 * i}
+        lines.append(json.dumps(line | {"key": "u1", "raw": raw}))
+    path = tmp_path / "late.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    env = Env({"PRESALE_DEDUPE_HORIZON_MS": "1000"})
+    done = env.run("rehearse", "--quiet", "--speed", "1", str(path))
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "/totals/clicks: 5 vs 4" in done.stdout
+    assert "FAIL: 4 differences from expect" in done.stdout
+    kept = re.search(r"kept the worker's log and settings in (\S+)", done.stdout)
+    assert kept, done.stdout
+    shutil.rmtree(kept.group(1))
+    assert_cleaned_up(done.stdout)
