@@ -201,7 +201,7 @@ def check_header(obj: dict[str, Any], where: str) -> None:
     if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         msg = (
             f"{where}: {FORMAT_NAME} version {version!r} is not one this presale "
-            f"reads (1 to {FORMAT_VERSION})"
+            f"reads (up to {FORMAT_VERSION})"
         )
         raise RecordingError(msg)
 

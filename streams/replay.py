@@ -55,8 +55,8 @@ def count_records(paths: list[str]) -> int:
                 total -= 1  # the format line is not a record
         except LineError as exc:
             raise RecordingError(str(exc)) from exc
-        except OSError as exc:
-            msg = f"cannot read {path}: {exc.strerror or exc}"
+        except (OSError, EOFError) as exc:  # EOFError: a gzip cut short
+            msg = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
             raise RecordingError(msg) from exc
     return total
 
@@ -108,8 +108,8 @@ def _records(paths: list[str]) -> Iterator[Entry]:
             yield from iter_entries(path)
         except LineError as exc:
             raise RecordingError(str(exc)) from exc
-        except OSError as exc:
-            msg = f"cannot read {path}: {exc.strerror or exc}"
+        except (OSError, EOFError) as exc:  # EOFError: a gzip cut short
+            msg = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
             raise RecordingError(msg) from exc
 
 
