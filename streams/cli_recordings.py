@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from streams.settings import Settings
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 SettingsOf = Callable[[argparse.Namespace], Settings]
 
@@ -28,7 +30,9 @@ def time_ms(text: str) -> int:
     if when.tzinfo is None:  # a naive time is a guess about the zone
         msg = f"give {text!r} a zone, e.g. {text}+08:00 or {text}Z"
         raise argparse.ArgumentTypeError(msg)
-    return int(when.timestamp() * 1000)
+    # Exact: float seconds * 1000 lands 1 ms short for some times (0.6% of
+    # random ones; 1974-04-14T00:30:43.510Z gives ...509).
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _seconds(text: str) -> float:

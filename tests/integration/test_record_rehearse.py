@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,26 @@ def test_rehearse_fails_when_the_worker_disagrees(tmp_path: Path) -> None:
     assert kept, done.stdout
     shutil.rmtree(kept.group(1))
     assert_cleaned_up(done.stdout)
+
+
+def test_record_since_until_cuts_by_kafka_timestamp(tmp_path: Path) -> None:
+    """--since and --until (epoch ms or ISO 8601 with a zone) keep, in each
+    partition, the records from the first at or after --since up to the first
+    at or after --until: with timestamps rising 37 ms a record, exactly those
+    with since <= ts < until."""
+    base = int(time.time() * 1000) - 60_000
+    sent = produce(env := Env(), TRICKY, base)
+    since, until = base + 37 * 3, base + 37 * 8
+    out = tmp_path / "cut.jsonl"
+    whole = datetime.fromtimestamp(until // 1000, tz=UTC)
+    iso_until = whole.replace(microsecond=until % 1000 * 1000).isoformat()
+    env.presale(
+        "record", "--quiet", "--since", str(since), "--until", iso_until, str(out)
+    )
+    want = {
+        tp: kept
+        for tp, records in sent.items()
+        if (kept := [r for r in records if since <= r[2] < until])
+    }
+    assert by_partition(out) == want
+    assert sum(map(len, want.values())) == 5
