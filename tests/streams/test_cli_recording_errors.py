@@ -52,7 +52,10 @@ CASES: dict[str, tuple[tuple[str, ...], str]] = {
         ("rehearse", "--quiet", "{tmp}/missing.jsonl.gz"),
         "missing.jsonl.gz",
     ),
-    "rehearse, bad line": (("rehearse", "{tmp}/badline.jsonl"), "badline.jsonl:2"),
+    "rehearse, newer format version": (
+        ("rehearse", "{tmp}/newer.jsonl"),
+        "version 9",
+    ),
     "rehearse, Redis down": (("rehearse", "{tmp}/events.jsonl"), "Redis"),
 }
 
