@@ -7,7 +7,7 @@ store (Redis, or the in-memory `state` module) decides which ids are new.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -67,14 +67,17 @@ class DedupeId(NamedTuple):
 class Tally(NamedTuple):
     """Clicks or carts of one brand and channel in a batch, one id per event.
 
-    The ids are two parallel lists (shard, member): flat lists cost a third of
-    a list of pairs to build and to serialise, at 100k events/s that matters.
+    The ids are parallel lists (shard, member, event time): flat lists cost a
+    third of a list of tuples to build and to serialise, at 100k events/s that
+    matters. The event time picks the id's dedupe generation and decides
+    whether it is late (docs/exactly-once.md).
     """
 
     brand: int
     channel: int
     shards: list[int]
     members: list[str]
+    ts_ms: list[int]
 
     @property
     def ids(self) -> list[DedupeId]:
@@ -116,9 +119,11 @@ class Plan:
     cancels: list[CancelLine]
     targets: dict[int, tuple[Target, ...]]  # brand index -> its targets (first hour)
     max_ts_ms: int  # latest event time of the counted events, 0 if none
-    # The batch's median counted event time, 0 if none: it moves the dedupe
-    # watermark, so one event with a far-future ts cannot make the store forget.
-    clock_ms: int
+    # Up to WATERMARK_SAMPLES of the batch's counted event times, at evenly
+    # spaced quantiles: the store keeps the latest samples of all batches and
+    # moves the watermark to their median, so one event, or a few percent of a
+    # batch, with a clock days ahead cannot move it (docs/exactly-once.md).
+    samples: list[int]
     # "topic:partition" -> the latest counted event time of its records here:
     # the surge judge's clock is the slowest active partition's
     # (streams/alerts.py), so no minute is judged before every partition is past.
@@ -164,22 +169,44 @@ def dedupe_id(kind: str, key: str, shards: int) -> DedupeId:
     return DedupeId(shard, member)
 
 
+# Watermark samples a batch gives at most, at quantiles (i + 0.5) / 16: with up
+# to 3% of a batch ahead, none of them comes from the few that are ahead.
+WATERMARK_SAMPLES: Final = 16
+
+
+def watermark_samples(counted_ts: list[int]) -> list[int]:
+    """Event times at evenly spaced quantiles of a sorted list (all of a short one)."""
+    n = len(counted_ts)
+    if n <= WATERMARK_SAMPLES:
+        return list(counted_ts)
+    return [
+        counted_ts[(2 * i + 1) * n // (2 * WATERMARK_SAMPLES)]
+        for i in range(WATERMARK_SAMPLES)
+    ]
+
+
 def plan_batch(
     records: Iterable[Record],
     rules: CampaignRules,
     applied: Mapping[str, int],
+    gaps: Collection[str] = (),
 ) -> Plan:
     """Group a batch of decoded records; records at or below `applied` are skipped.
 
     `applied` maps "topic:partition" to the last offset already in the store (-1 or
-    absent when none). The plan carries, per partition, that offset and the batch's
-    last one, so the store can refuse it if another worker moved on meanwhile.
+    absent when none). The plan carries, per partition, the offset it follows and
+    the batch's last one, so the store refuses it if another worker moved on
+    meanwhile. The offset it follows is the one before its first record: a plan
+    that does not begin right after the store's offset (records fetched past a
+    hole) is refused, never applied over the hole, except on the partitions in
+    `gaps`, whose hole the caller has found to be Kafka's own (offsets of
+    transaction markers, compacted or expired records).
     """
-    offsets: dict[str, tuple[int, int]] = {}
+    offsets: dict[str, tuple[int, int]] = {}  # "topic:partition" -> (first, last)
     brand_index: dict[str, int] = {}
-    # brand << 4 | channel -> (shards, members) of its clicks, of its carts
-    click_ids: dict[int, tuple[list[int], list[str]]] = {}
-    cart_ids: dict[int, tuple[list[int], list[str]]] = {}
+    # brand << 4 | channel -> (shards, members, event times) of its clicks, carts
+    click_ids: dict[int, tuple[list[int], list[str], list[int]]] = {}
+    cart_ids: dict[int, tuple[list[int], list[str], list[int]]] = {}
     hash_id = xxh3_128_intdigest
     low64, sign = _LOW64, _SIGN
     orders: list[OrderLine] = []
@@ -207,23 +234,24 @@ def plan_batch(
     channel_index = CHANNEL_INDEX
     space = _SPACE
     last_tp = topic = ""
-    before = last = high = -1
+    before = last = high = first = -1
     for tp, offset, decoded in records:
         if tp != last_tp:  # records come in runs of one partition
             if last_tp and last > before:
-                offsets[last_tp] = (before, max(last, offsets.get(last_tp, (0, -1))[1]))
+                offsets[last_tp] = (first, last)
             if high > highs.get(last_tp, 0):
                 highs[last_tp] = high
             high = highs.get(tp, 0)
             last_tp = tp
             topic = tp.partition(":")[0]
             before = applied.get(tp, -1)
-            span = offsets.get(tp)
-            last = span[1] if span else -1
+            first, last = offsets.get(tp, (1 << 62, -1))
         if offset <= before:
             continue
         if offset > last:
             last = offset
+        if offset < first:
+            first = offset
         if type(decoded) is Rejection:
             rejections.append((tp, offset, decoded))
             unusual[topic, "invalid"] = unusual.get((topic, "invalid"), 0) + 1
@@ -259,10 +287,11 @@ def plan_batch(
             by_bc = click_ids if kind == CLICK else cart_ids
             group = by_bc.get(bc)
             if group is None:
-                by_bc[bc] = ([shard], [member])
+                by_bc[bc] = ([shard], [member], [ts_ms])
             else:
                 group[0].append(shard)
                 group[1].append(member)
+                group[2].append(ts_ms)
         elif kind == ORDER:
             assert decoded.order_id is not None
             orders.append(
@@ -289,9 +318,13 @@ def plan_batch(
                 )
             )
     if last_tp and last > before:
-        offsets[last_tp] = (before, max(last, offsets.get(last_tp, (0, -1))[1]))
+        offsets[last_tp] = (first, last)
     if high > highs.get(last_tp, 0):
         highs[last_tp] = high
+    spans = {
+        tp: (applied.get(tp, -1) if tp in gaps else first - 1, last)
+        for tp, (first, last) in offsets.items()
+    }
     brands = list(brand_index)
     first_hour_brands = {line.brand for line in orders if line.first_hour}
     targets = {b: rules.targets(brands[b]) for b in first_hour_brands}
@@ -326,7 +359,7 @@ def plan_batch(
     for (minute, b), n in flash.items():
         traffic.setdefault(minute, {})[FLASH_SALE_ORDERS + "|" + brands[b]] = n
     return Plan(
-        offsets=offsets,
+        offsets=spans,
         brands=brands,
         clicks=clicks,
         carts=carts,
@@ -334,7 +367,7 @@ def plan_batch(
         cancels=cancels,
         targets=targets,
         max_ts_ms=counted_ts[-1] if counted_ts else 0,
-        clock_ms=counted_ts[len(counted_ts) // 2] if counted_ts else 0,
+        samples=watermark_samples(counted_ts),
         highs=highs,
         out_of_window=out_of_window,
         inputs=inputs,
@@ -343,11 +376,38 @@ def plan_batch(
     )
 
 
-def dedupe_generation(watermark_ms: int, horizon_ms: int) -> int:
-    """The dedupe generation new ids go to; ids are looked up in it and the one before.
+# The watermark is the median of the latest WATERMARK_RING samples of all
+# batches (never moving back): a batch gives at most 16, so the median follows
+# the last few batches, and a lone event at a quiet moment is one sample of 64.
+WATERMARK_RING: Final = 64
 
-    So an id is remembered for at least one horizon of watermark progress, and at
-    most two, and memory stays bounded. The watermark is the highest batch median
-    of counted event times: outliers in a batch do not move it.
+
+def watermark_from(ring: list[int], watermark_ms: int) -> int:
+    """The watermark after a batch: the median of the latest samples, never lower."""
+    if not ring:
+        return watermark_ms
+    ordered = sorted(ring)
+    return max(watermark_ms, ordered[(len(ordered) - 1) // 2])
+
+
+def dedupe_generation(ts_ms: int, horizon_ms: int) -> int:
+    """The dedupe generation of a click or cart: its own event time / the horizon.
+
+    Copies of one event carry its event time, so they meet in one generation.
+    A generation is dropped once it is wholly more than a horizon behind the
+    watermark (`generation_kept`): by then every event it holds is late, and a
+    late event is never looked up. Orders and cancels have no generation: their
+    ids are kept for the campaign's life.
     """
-    return watermark_ms // horizon_ms
+    return ts_ms // horizon_ms
+
+
+def is_late(ts_ms: int, watermark_ms: int, horizon_ms: int) -> bool:
+    """A click or cart more than the horizon behind the watermark is late."""
+    return ts_ms < watermark_ms - horizon_ms
+
+
+def oldest_generation(watermark_ms: int, horizon_ms: int) -> int:
+    """The oldest click and cart generation still needed: that of the watermark
+    less the horizon (the earliest event time that is not late)."""
+    return max(watermark_ms - horizon_ms, 0) // horizon_ms

@@ -10,7 +10,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Final
 
-from processors.counting import CampaignRules, DedupeId, Plan, dedupe_generation
+from processors.counting import (
+    WATERMARK_RING,
+    CampaignRules,
+    DedupeId,
+    Plan,
+    dedupe_generation,
+    is_late,
+    oldest_generation,
+    watermark_from,
+)
 from processors.events import CHANNELS
 from processors.milestones import Milestone, crossings
 
@@ -37,7 +46,13 @@ class CampaignState:
 
     offsets: dict[str, int] = field(default_factory=dict)
     watermark_ms: int = 0
+    # The latest watermark samples of all batches, newest first.
+    ring: list[int] = field(default_factory=list)
+    # Click and cart ids by the generation of their event time; order and
+    # cancel ids for the campaign's life.
     seen: dict[int, set[tuple[int, str]]] = field(default_factory=dict)
+    seen_orders: set[tuple[int, str]] = field(default_factory=set)
+    late: int = 0
     brands: dict[str, dict[str, int]] = field(default_factory=dict)
     brand_channels: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=_counters)
@@ -63,13 +78,11 @@ class Applied:
     milestones: list[Milestone]
     new_events: int
     duplicates: int
+    late: int = 0
 
 
-def _first_seen(state: CampaignState, ident: DedupeId, gen: int) -> bool:
+def _first_seen(bucket: set[tuple[int, str]], ident: DedupeId) -> bool:
     key = (ident.shard, ident.member)
-    if key in state.seen.get(gen - 1, ()):
-        return False
-    bucket = state.seen.setdefault(gen, set())
     if key in bucket:
         return False
     bucket.add(key)
@@ -89,24 +102,36 @@ def apply_plan(
     for reason, n in plan.rejected.items():
         state.dead_letters[reason] = state.dead_letters.get(reason, 0) + n
     state.out_of_window += plan.out_of_window
-    state.watermark_ms = max(state.watermark_ms, plan.clock_ms)
-    gen = dedupe_generation(state.watermark_ms, rules.dedupe_horizon_ms)
-    for old in [g for g in state.seen if g < gen - 1]:
+    horizon = rules.dedupe_horizon_ms
+    if plan.samples:
+        state.ring = (list(reversed(plan.samples)) + state.ring)[:WATERMARK_RING]
+        state.watermark_ms = watermark_from(state.ring, state.watermark_ms)
+    oldest = oldest_generation(state.watermark_ms, horizon)
+    for old in [g for g in state.seen if g < oldest]:
         del state.seen[old]
 
     delta: dict[tuple[int, int], dict[str, int]] = defaultdict(_counters)
     buyers: dict[tuple[int, int], set[str]] = defaultdict(set)
     increments: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    new_events = duplicates = 0
+    new_events = duplicates = late = 0
     for field_name, tallies in (("clicks", plan.clicks), ("carts", plan.carts)):
         for tally in tallies:
-            fresh = sum(_first_seen(state, ident, gen) for ident in tally.ids)
+            fresh = 0
+            for ident, ts_ms in zip(tally.ids, tally.ts_ms, strict=True):
+                if is_late(ts_ms, state.watermark_ms, horizon):
+                    late += 1
+                    continue
+                gen = dedupe_generation(ts_ms, horizon)
+                if _first_seen(state.seen.setdefault(gen, set()), ident):
+                    fresh += 1
+                else:
+                    duplicates += 1
             if fresh:  # an all-duplicate tally adds no channel entry
                 delta[tally.brand, tally.channel][field_name] += fresh
             new_events += fresh
-            duplicates += len(tally.ids) - fresh
+    state.late += late
     for order in plan.orders:
-        if not _first_seen(state, order.id, gen):
+        if not _first_seen(state.seen_orders, order.id):
             duplicates += 1
             continue
         new_events += 1
@@ -121,7 +146,7 @@ def apply_plan(
             d["first_hour_gross_gmv_fen"] += order.amount_fen
             increments[order.brand].append((order.amount_fen, order.ts_ms))
     for cancel in plan.cancels:
-        if not _first_seen(state, cancel.id, gen):
+        if not _first_seen(state.seen_orders, cancel.id):
             duplicates += 1
             continue
         new_events += 1
@@ -158,4 +183,4 @@ def apply_plan(
             if milestone.key not in state.milestones:
                 state.milestones[milestone.key] = milestone
                 milestones.append(milestone)
-    return Applied(milestones, new_events, duplicates)
+    return Applied(milestones, new_events, duplicates, late)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,13 @@ from seeds.recording import iter_records
 HOUR_MS = 3_600_000
 # Default thresholds of CONTRACT section 4: ¥10M and ¥100M.
 DEFAULT_MILESTONES_FEN = (1_000_000_000, 10_000_000_000)
+# The worker's defaults (CONTRACT section 8), so a recording without them in its
+# settings is expected as the worker counts it.
+DEFAULT_YOY_MIN_BASELINE_FEN = 1_000_000
+DEFAULT_DEDUPE_HORIZON_MS = 86_400_000
+# The event-time watermark: the median of the latest 64 counted event times,
+# never moving back (CONTRACT section 3: it follows the bulk of the stream).
+WATERMARK_WINDOW = 64
 # docs/validation.md check 1.
 DEFAULT_MAX_RECORD_BYTES = 65_536
 
@@ -274,6 +281,7 @@ class Campaign:
     yoy_min_baseline_fen: int
     baseline_fen: dict[str, int] = field(default_factory=dict)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    dedupe_horizon_ms: int = DEFAULT_DEDUPE_HORIZON_MS
 
     @property
     def first_hour_end_ms(self) -> int:
@@ -315,10 +323,15 @@ def campaign_from_settings(
         start_ms=int(settings["PRESALE_CAMPAIGN_START_MS"]),
         end_ms=int(settings["PRESALE_CAMPAIGN_END_MS"]),
         milestones_fen=tuple(sorted(set(thresholds))),
-        yoy_min_baseline_fen=int(settings.get("PRESALE_YOY_MIN_BASELINE_FEN", 0)),
+        yoy_min_baseline_fen=int(
+            settings.get("PRESALE_YOY_MIN_BASELINE_FEN", DEFAULT_YOY_MIN_BASELINE_FEN)
+        ),
         baseline_fen=baseline,
         max_record_bytes=int(
             settings.get("PRESALE_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES)
+        ),
+        dedupe_horizon_ms=int(
+            settings.get("PRESALE_DEDUPE_HORIZON_MS", DEFAULT_DEDUPE_HORIZON_MS)
         ),
     )
 
@@ -343,15 +356,22 @@ class Scan:
     records: int = 0
     dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
     out_of_window: int = 0
+    late: int = 0
 
 
 def scan_records(
     records: Iterable[tuple[str, bytes | None, bytes]], campaign: Campaign
 ) -> Scan:
-    """Validate, window-filter and dedupe records, in the order given."""
+    """Validate, window-filter and dedupe records, in the order given.
+
+    Orders and cancels are deduplicated for the whole campaign; a click or cart
+    more than the dedupe horizon behind the watermark is late, and not counted.
+    """
     result = Scan()
     seen_event_ids: dict[str, set[str]] = {"click": set(), "cart": set()}
     seen_order_ids: dict[str, set[str]] = {"order": set(), "cancel": set()}
+    recent: deque[int] = deque(maxlen=WATERMARK_WINDOW)
+    watermark_ms = 0
     for topic, _key, value in records:
         result.records += 1
         checked = validate(topic, value, campaign.max_record_bytes)
@@ -364,7 +384,12 @@ def scan_records(
             # takes no part in dedupe.
             result.out_of_window += 1
             continue
+        recent.append(event.ts_ms)
+        watermark_ms = max(watermark_ms, sorted(recent)[(len(recent) - 1) // 2])
         if event.type in ("click", "cart"):
+            if event.ts_ms < watermark_ms - campaign.dedupe_horizon_ms:
+                result.late += 1
+                continue
             seen = seen_event_ids[event.type]
             dedupe_key = event.event_id
         else:
@@ -437,40 +462,41 @@ class _Tally:
 
 
 def milestones(
-    first_hour_gross_fen: Mapping[str, int], campaign: Campaign
+    first_hour_orders: Mapping[str, list[Event]], campaign: Campaign
 ) -> list[dict[str, Any]]:
-    """Milestones reached by the brands' first-hour gross GMV (CONTRACT 4)."""
+    """Milestones reached by the brands' first-hour gross GMV (CONTRACT 4).
+
+    `first_hour_orders` holds each brand's counted first-hour orders in arrival
+    order; `crossed_at_ms` is the event time of the order whose running total
+    first reached the threshold in that order (the processor's too, when it
+    sees them in that order)."""
     found: list[dict[str, Any]] = []
-    for brand_id, gross_fen in first_hour_gross_fen.items():
-        for threshold_fen in campaign.milestones_fen:
-            if gross_fen >= threshold_fen:
-                found.append(
-                    {
-                        "kind": "gmv_threshold",
-                        "brand_id": brand_id,
-                        "threshold_fen": threshold_fen,
-                    }
-                )
+    for brand_id, orders in first_hour_orders.items():
+        targets = [("gmv_threshold", t) for t in campaign.milestones_fen]
         baseline_fen = campaign.baseline_fen.get(brand_id, 0)
-        if (
-            baseline_fen > 0
-            and baseline_fen >= campaign.yoy_min_baseline_fen
-            and gross_fen >= 2 * baseline_fen
-        ):
-            found.append(
-                {
-                    "kind": "yoy_double",
-                    "brand_id": brand_id,
-                    "threshold_fen": 2 * baseline_fen,
-                }
-            )
+        if baseline_fen > 0 and baseline_fen >= campaign.yoy_min_baseline_fen:
+            targets.append(("yoy_double", 2 * baseline_fen))
+        running_fen = 0
+        for event in orders:
+            assert event.amount_fen is not None
+            before_fen, running_fen = running_fen, running_fen + event.amount_fen
+            for kind, threshold_fen in targets:
+                if before_fen < threshold_fen <= running_fen:
+                    found.append(
+                        {
+                            "kind": kind,
+                            "brand_id": brand_id,
+                            "threshold_fen": threshold_fen,
+                            "crossed_at_ms": event.ts_ms,
+                        }
+                    )
     found.sort(key=lambda m: (m["kind"], m["brand_id"], m["threshold_fen"]))
     return found
 
 
 def build_report(result: Scan, campaign: Campaign) -> dict[str, Any]:
     """The report of CONTRACT section 7, without the wall-clock fields
-    (crossed_at_ms, detected_at_ms, alerts, consumer_lag)."""
+    (detected_at_ms, alerts, consumer_lag)."""
     totals = _Tally()
     by_channel: dict[str, _Tally] = {}
     by_brand: dict[str, _Tally] = {}
@@ -496,7 +522,14 @@ def build_report(result: Scan, campaign: Campaign) -> dict[str, Any]:
     first_hour_fen = {
         brand_id: tally.first_hour_gross_gmv_fen for brand_id, tally in by_brand.items()
     }
-    found = milestones(first_hour_fen, campaign)
+    first_hour_orders: dict[str, list[Event]] = {}
+    for event in result.counted:
+        if (
+            event.type == "order"
+            and campaign.start_ms <= event.ts_ms < campaign.first_hour_end_ms
+        ):
+            first_hour_orders.setdefault(event.brand_id, []).append(event)
+    found = milestones(first_hour_orders, campaign)
     brands_reached = {
         str(threshold_fen): sum(
             1 for gross_fen in first_hour_fen.values() if gross_fen >= threshold_fen
@@ -525,6 +558,7 @@ def build_report(result: Scan, campaign: Campaign) -> dict[str, Any]:
         "dead_letters": sum(result.dead_letters_by_reason.values()),
         "dead_letters_by_reason": dict(sorted(result.dead_letters_by_reason.items())),
         "out_of_window": result.out_of_window,
+        "late": result.late,
     }
 
 

@@ -200,6 +200,7 @@ async def preflight(settings: Settings) -> None:
     store = RedisStore.from_settings(settings)
     try:
         await store.ping()
+        await store.pin_rules(settings.pinned_rules())
         advice = intset_advice(await store.intset_limit(), settings.dedupe_shards)
     finally:
         await store.close()

@@ -45,11 +45,31 @@ def milestone_set(report: dict[str, Any]) -> set[tuple[str, str, int]]:
     }
 
 
-def check(live: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    """Differences between a live report and an expected one, milestones as a set."""
+def check(
+    live: dict[str, Any], want: dict[str, Any], crossed: bool = False
+) -> list[str]:
+    """Differences between a live report and an expected one, milestones as a set.
+
+    `crossed`: compare each milestone's crossed_at_ms too, where the live
+    processor saw every brand's orders in the order the expected report took
+    them (a stream applied in file order); a replay through partitions that
+    interleave applies them in another order, and the contract makes
+    crossed_at_ms exact only in event-time order."""
     live = dict(live)
     want = dict(want)
     problems = []
+    if crossed:
+        at = {
+            (m["kind"], m["brand_id"], m["threshold_fen"]): m.get("crossed_at_ms")
+            for m in live["milestones"]
+        }
+        for m in want["milestones"]:
+            got = at.get((m["kind"], m["brand_id"], m["threshold_fen"]))
+            if got is not None and got != m["crossed_at_ms"]:
+                problems.append(
+                    f"milestone {m['kind']} {m['brand_id']!r} {m['threshold_fen']}:"
+                    f" crossed_at_ms {got} vs {m['crossed_at_ms']}"
+                )
     if milestone_set(live) != milestone_set(want):
         extra = milestone_set(live) - milestone_set(want)
         missing = milestone_set(want) - milestone_set(live)

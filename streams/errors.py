@@ -25,3 +25,7 @@ class KafkaUnavailable(PresaleError):
 
 class RecordingError(PresaleError):
     """A recorded stream file cannot be read."""
+
+
+class RulesMismatch(PresaleError):
+    """A worker's campaign rules differ from those the campaign was started with."""

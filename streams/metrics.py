@@ -23,6 +23,7 @@ class Metrics:
     records_in: Counter
     rejected: Counter
     out_of_window: Counter
+    late: Counter
     duplicates: Counter
     milestones: Counter
     alerts: Counter
@@ -61,6 +62,12 @@ class Metrics:
             out_of_window=Counter(
                 "presale_records_out_of_window_total",
                 "Valid events outside the campaign window, not counted.",
+                registry=r,
+            ),
+            late=Counter(
+                "presale_late_records_total",
+                "Clicks and carts more than the dedupe horizon behind the "
+                "event-time watermark: not counted (docs/exactly-once.md).",
                 registry=r,
             ),
             duplicates=Counter(

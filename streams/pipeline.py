@@ -60,6 +60,7 @@ class _Inflight:
     plan: Plan
     started: float
     task: asyncio.Future[Applied | Stale]
+    gaps: frozenset[str] = frozenset()
     refused: bool = False
 
 
@@ -191,7 +192,7 @@ class Pipeline:
 
     def _skipped(
         self, batch: Mapping[TP, list[ConsumerRecord]], retry: bool
-    ) -> dict[TP, int] | None:
+    ) -> tuple[dict[TP, int] | None, frozenset[str]]:
         """Partitions whose records begin past the next offset to apply, and
         where to re-read them from.
 
@@ -202,9 +203,12 @@ class Pipeline:
         read again from the next offset to apply; if it begins at the same place
         again, Kafka has nothing in between (transaction markers, compaction,
         retention) and the batch is applied; a batch tried again after a failure
-        was not read again, so it proves nothing.
+        was not read again, so it proves nothing. Returns those partitions, and
+        the ones whose gap is Kafka's (their plans may begin past the store's
+        offset: `plan_batch`'s `gaps`).
         """
         skipped: dict[TP, int] | None = None
+        accepted: frozenset[str] = frozenset()
         gaps = self.gaps
         for tp, recs in batch.items():
             name = self.name(tp)
@@ -216,6 +220,7 @@ class Pipeline:
                 continue
             if not retry and gaps.get(name) == first:  # read again: Kafka's gap
                 del gaps[name]
+                accepted = accepted | {name}
                 continue
             gaps[name] = first
             log.warning(
@@ -230,20 +235,20 @@ class Pipeline:
             if skipped is None:
                 skipped = {}
             skipped[tp] = after + 1
-        return skipped
+        return skipped, accepted
 
     async def _next_batch(
         self, batch: Mapping[TP, list[ConsumerRecord]], retry: bool
     ) -> dict[TP, int] | None:
         started = time.perf_counter()
-        skipped = self._skipped(batch, retry)
+        skipped, gaps = self._skipped(batch, retry)
         if skipped is not None:
             batch = {tp: recs for tp, recs in batch.items() if tp not in skipped}
             if not batch:
                 return skipped
         records = self.decode(batch)
         # Planned on the offsets the step in flight will leave (optimistic)...
-        plan = plan_batch(records, self.rules, self.applied)
+        plan = plan_batch(records, self.rules, self.applied, gaps)
         reseek = await self._settle()
         if reseek is not None:
             # The store went back: everything past its offsets is read again.
@@ -253,7 +258,10 @@ class Pipeline:
         if any(  # ...and planned again if that step was refused and redone.
             self.applied.get(n, -1) != before for n, (before, _) in plan.offsets.items()
         ):
-            plan = plan_batch(records, self.rules, self.applied)
+            plan = plan_batch(records, self.rules, self.applied, gaps)
+            holes = self._holes(batch, plan)
+            if holes:  # the redo left the store behind this batch's first records
+                return holes if skipped is None else {**skipped, **holes}
         if plan.rejections:  # ~0.5% of records: most batches have a few
             await self.send_dead_letters(batch, plan.rejections)
         if plan.empty:
@@ -262,8 +270,33 @@ class Pipeline:
             self.applied[name] = last
         # Sent in full before the next batch is planned (store.send), so Redis
         # applies this step while the worker plans the next one.
-        self.inflight = _Inflight(batch, records, plan, started, await self._send(plan))
+        self.inflight = _Inflight(
+            batch, records, plan, started, await self._send(plan), gaps
+        )
         return skipped
+
+    def _holes(
+        self, batch: Mapping[TP, list[ConsumerRecord]], plan: Plan
+    ) -> dict[TP, int]:
+        """Partitions whose plan does not begin right after the offset applied
+        (another worker took them, went on, and the store then lost its steps):
+        applying would skip the records between, so they are read again from
+        the next offset to apply."""
+        holes: dict[TP, int] = {}
+        for tp in batch:
+            name = self.name(tp)
+            span = plan.offsets.get(name)
+            applied = self.applied.get(name, -1)
+            if span is not None and span[0] != applied:
+                log.warning(
+                    "%s: the batch begins past offset %d, the next to apply; "
+                    "reading again from there",
+                    name,
+                    applied + 1,
+                )
+                self.metrics.offset_gaps.labels(name.partition(":")[0]).inc()
+                holes[tp] = applied + 1
+        return holes
 
     async def _send(self, plan: Plan) -> asyncio.Future[Applied | Stale]:
         t0 = time.perf_counter()
@@ -306,7 +339,9 @@ class Pipeline:
         if isinstance(result, Stale) and not inflight.refused:
             inflight.refused = True
             self.metrics.stale_plans.inc()
-        reseek = await self._redo(inflight.batch, inflight.records, inflight.started)
+        reseek = await self._redo(
+            inflight.batch, inflight.records, inflight.started, inflight.gaps
+        )
         self.inflight = None
         return reseek
 
@@ -315,6 +350,7 @@ class Pipeline:
         batch: Mapping[TP, list[ConsumerRecord]],
         records: list[Record],
         started: float,
+        gaps: frozenset[str] = frozenset(),
     ) -> dict[TP, int] | None:
         """Apply a refused batch on the store's own offsets, one step at a time."""
         names = {self.name(tp): tp for tp in batch}
@@ -327,9 +363,12 @@ class Pipeline:
                 # last second): read those partitions again from what it still has.
                 log.warning("store offsets went back for %s; re-reading", went_back)
                 return {tp: fresh[n] + 1 for n, tp in names.items()}
-            plan = plan_batch(records, self.rules, self.applied)
+            plan = plan_batch(records, self.rules, self.applied, gaps)
             if plan.empty:
                 return None
+            holes = self._holes(batch, plan)
+            if holes:
+                return holes
             result = await self._apply(plan)
             if isinstance(result, Applied):
                 for name, (_before, last) in plan.offsets.items():
@@ -366,6 +405,8 @@ class Pipeline:
             m.out_of_window.inc(out_of_window)
         if result.duplicates:
             m.duplicates.inc(result.duplicates)
+        if result.late:
+            m.late.inc(result.late)
         for milestone in result.milestones:
             m.milestones.labels(milestone.kind).inc()
         self.latest_event_ms = max(self.latest_event_ms, max_ts_ms)

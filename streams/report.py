@@ -86,6 +86,7 @@ def shape_report(
     dead_letters: Mapping[str, int],
     out_of_window: int,
     watermark_ms: int,
+    late: int = 0,
     alerts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
@@ -114,6 +115,7 @@ def shape_report(
         "dead_letters": sum(dead_letters.values()),
         "dead_letters_by_reason": dict(sorted(dead_letters.items())),
         "out_of_window": out_of_window,
+        "late": late,
         "watermark_ms": watermark_ms,
         "consumer_lag": None,
     }

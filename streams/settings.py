@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -398,3 +399,36 @@ class Settings:
             dedupe_horizon_ms=self.dedupe_horizon_ms,
             dedupe_shards=self.dedupe_shards,
         )
+
+    def pinned_rules(self) -> dict[str, str]:
+        """The rules every worker of a campaign must share, by the variable that
+        sets each: the first worker stores them in Redis, and a worker whose own
+        differ refuses to start (streams/store.py:RedisStore.pin_rules). Two
+        workers with different shard counts, horizons, windows or thresholds
+        would each count by their own rules and silently corrupt the campaign."""
+        surge = self.surge
+        return {
+            "PRESALE_CAMPAIGN_START_MS": str(self.start_ms),
+            "PRESALE_CAMPAIGN_END_MS": str(self.end_ms),
+            "PRESALE_MILESTONES_FEN": ",".join(map(str, self.milestones_fen)),
+            "PRESALE_YOY_MIN_BASELINE_FEN": str(self.yoy_min_baseline_fen),
+            "PRESALE_BASELINE_CSV": _digest(sorted(self.baselines_fen.items())),
+            "PRESALE_DEDUPE_HORIZON_MS": str(self.dedupe_horizon_ms),
+            "PRESALE_DEDUPE_SHARDS": str(self.dedupe_shards),
+            "PRESALE_SURGE_*": ",".join(
+                f"{name}={getattr(surge, name)}"
+                for name in sorted(SurgeRules.__dataclass_fields__)
+            ),
+            "PRESALE_SURGE_LATENESS_MS": str(self.surge_lateness_ms),
+            "PRESALE_SURGE_BASELINE_CSV": _digest(
+                sorted((repr(k), v) for k, v in self.surge_last_year.items())
+            ),
+        }
+
+
+def _digest(items: list[tuple[Any, Any]]) -> str:
+    """A short fingerprint of a loaded file's contents (empty: none loaded)."""
+    if not items:
+        return "none"
+    text = "\n".join(f"{k},{v}" for k, v in items)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -16,6 +16,7 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,7 +26,7 @@ from processors.events import CHANNELS
 from processors.milestones import Milestone
 from processors.state import COUNTERS, Applied, CampaignState, Stale, apply_plan
 from streams.connect import redis_client
-from streams.errors import RedisUnavailable
+from streams.errors import RedisUnavailable, RulesMismatch
 from streams.report import BrandRow, shape_report
 from streams.settings import Settings
 
@@ -77,6 +78,7 @@ class Store(Protocol):
 
 def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
     """The plan in the compact JSON shape `lua/apply.lua` reads."""
+    click_groups, order_groups = _dedupe_groups(plan, rules.dedupe_horizon_ms)
     return orjson.dumps(
         {
             "o": [[tp, before, last] for tp, (before, last) in plan.offsets.items()],
@@ -98,13 +100,14 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
                 for o in plan.orders
             ],
             "x": [[x.brand, x.channel, x.amount_fen] for x in plan.cancels],
-            "d": _dedupe_groups(plan),
+            "dc": click_groups,
+            "dr": order_groups,
             "t": {
                 str(b): [[t.kind, t.threshold_fen] for t in targets]
                 for b, targets in plan.targets.items()
                 if targets
             },
-            "w": plan.clock_ms,
+            "ws": plan.samples,
             "h": rules.dedupe_horizon_ms,
             "s": rules.dedupe_shards,
             "m": _traffic_by_minute(plan),
@@ -116,34 +119,59 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
     )
 
 
-def _dedupe_groups(plan: Plan) -> list[tuple[int, tuple[list[str], list[int]]]]:
-    """The plan's ids by shard for `lua/apply.lua`: [[shard, [ids, owners]], ...].
+ClickGroup = tuple[int, int, list[str], list[int], list[int], list[int]]
+OrderGroup = tuple[int, list[str], list[int]]
+
+
+def _dedupe_groups(
+    plan: Plan, horizon_ms: int
+) -> tuple[list[ClickGroup], list[OrderGroup]]:
+    """The plan's ids by dedupe set for `lua/apply.lua`.
 
     Each id once, at its first occurrence in the batch (a later one is a
-    duplicate whatever Redis says), with its owner: the index of its tally or
-    line, counting clicks, carts, orders and cancels in turn. Grouped here, so
-    the atomic step, which holds Redis, does the least per id.
+    duplicate whatever Redis says, or late with it), with its owner: the index
+    of its tally or line, counting clicks, carts, orders and cancels in turn.
+    Clicks and carts: [generation, shard, ids, owners, event times, repeats],
+    the generation that of the event time, repeats a flat list of (index in
+    the group, copies) for ids met again in the batch. Orders and cancels:
+    [shard, ids, owners]. Grouped here, so the atomic step, which holds Redis,
+    does the least per id.
     """
-    groups: dict[int, tuple[list[str], list[int]]] = {}
-    get = groups.get
+    clicks: dict[tuple[int, int], ClickGroup] = {}
+    where: dict[str, tuple[ClickGroup, int]] = {}
+    get, find = clicks.get, where.get
+    owner = 0
+    for tally in chain(plan.clicks, plan.carts):
+        for shard, member, ts_ms in zip(
+            tally.shards, tally.members, tally.ts_ms, strict=True
+        ):
+            met = find(member)
+            if met is not None:
+                met[0][5].extend((met[1], 1))
+                continue
+            key = (ts_ms // horizon_ms, shard)
+            group = get(key)
+            if group is None:
+                group = clicks[key] = (key[0], shard, [], [], [], [])
+            where[member] = (group, len(group[2]))
+            group[2].append(member)
+            group[3].append(owner)
+            group[4].append(ts_ms)
+        owner += 1
+    orders: dict[int, OrderGroup] = {}
     seen: set[str] = set()
-    remember = seen.add
-    lines = chain((o.id for o in plan.orders), (x.id for x in plan.cancels))
-    owned = chain(
-        ((t.shards, t.members) for t in chain(plan.clicks, plan.carts)),
-        (((i.shard,), (i.member,)) for i in lines),
-    )
-    for owner, (shards, members) in enumerate(owned):
-        for shard, member in zip(shards, members, strict=True):
-            if member not in seen:
-                remember(member)
-                group = get(shard)
-                if group is None:
-                    groups[shard] = ([member], [owner])
-                else:
-                    group[0].append(member)
-                    group[1].append(owner)
-    return list(groups.items())
+    for ident in chain((o.id for o in plan.orders), (x.id for x in plan.cancels)):
+        shard, member = ident
+        if member not in seen:
+            seen.add(member)
+            group_o = orders.get(shard)
+            if group_o is None:
+                orders[shard] = (shard, [member], [owner])
+            else:
+                group_o[1].append(member)
+                group_o[2].append(owner)
+        owner += 1
+    return list(clicks.values()), list(orders.values())
 
 
 def _traffic_by_minute(plan: Plan) -> dict[str, tuple[list[str], list[int]]]:
@@ -154,12 +182,27 @@ def _traffic_by_minute(plan: Plan) -> dict[str, tuple[list[str], list[int]]]:
     }
 
 
+# What Redis Cluster answers a script that touches a key of a slot this node
+# no longer serves (a slot migrated mid-step) or while the cluster is down: the
+# step wrote nothing (lua/apply.lua reads every key before its first write), so
+# it is tried again, like a MOVED or ASK redirection.
+_RETRY_STEP: Final = ("non local key", "cluster is down")
+
+
+def _transient(exc: ResponseError) -> ResponseError:
+    """A step's error, as TryAgainError when it passes (a slot on the move)."""
+    text = str(exc)
+    if any(marker in text for marker in _RETRY_STEP):
+        return TryAgainError(text)
+    return exc
+
+
 def _outcome(result: list[Any]) -> Applied | Stale:
     """What `lua/apply.lua` answered."""
     if result[0] == b"stale":
         return Stale(result[1].decode(), int(result[2]))
-    milestones = [Milestone(**orjson.loads(r)) for r in result[3:]]
-    return Applied(milestones, int(result[1]), int(result[2]))
+    milestones = [Milestone(**orjson.loads(r)) for r in result[4:]]
+    return Applied(milestones, int(result[1]), int(result[2]), int(result[3]))
 
 
 def _int_map(raw: Mapping[bytes, bytes]) -> dict[str, int]:
@@ -244,6 +287,29 @@ class RedisStore:
     async def close(self) -> None:
         await self.client.aclose()
 
+    async def pin_rules(self, rules: Mapping[str, str]) -> None:
+        """Store the campaign's rules at its first start; refuse, with one line,
+        rules that differ from those stored (a rule the stored ones lack, from a
+        newer version, is added)."""
+        key = self.prefix + "rules"
+        async with self.client.pipeline(transaction=True) as pipe:
+            for name, value in rules.items():
+                pipe.hsetnx(key, name, value)
+            pipe.hgetall(key)
+            *_added, stored_raw = await pipe.execute()
+        stored = {k.decode(): v.decode() for k, v in stored_raw.items()}
+        differ = [n for n, v in rules.items() if stored.get(n, v) != v]
+        if differ:
+            name = differ[0]
+            msg = (
+                f"{name} is {rules[name]!r} here, but campaign"
+                f" {self.rules.campaign_id!r} was started with {stored[name]!r}"
+                f" ({len(differ)} rule(s) differ): every worker of a campaign"
+                " must count by the same rules; start this worker with the"
+                " campaign's settings, or clear the campaign with `presale reset`"
+            )
+            raise RulesMismatch(msg)
+
     async def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
         names = list(partitions)
         if not names:
@@ -286,6 +352,8 @@ class RedisStore:
             result = await conn.read_response()
         except NoScriptError:  # Redis restarted and lost its script cache
             result = None
+        except ResponseError as exc:
+            raise _transient(exc) from exc
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
@@ -298,14 +366,17 @@ class RedisStore:
     async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
         payload = encode_plan(plan, self.rules)
         try:
-            result = await self._apply(
-                keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
-            )
-        except NoScriptError:  # Redis restarted and lost its script cache
-            self._apply = self.client.register_script(APPLY_LUA)
-            result = await self._apply(
-                keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
-            )
+            try:
+                result = await self._apply(
+                    keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
+                )
+            except NoScriptError:  # Redis restarted and lost its script cache
+                self._apply = self.client.register_script(APPLY_LUA)
+                result = await self._apply(
+                    keys=[self.prefix + "off"], args=[self.prefix, payload, now_ms]
+                )
+        except ResponseError as exc:
+            raise _transient(exc) from exc
         return _outcome(result)
 
     async def report(self, top: int | None = None) -> dict[str, Any]:
@@ -376,6 +447,7 @@ class RedisStore:
             dead_letters=_int_map(dead_raw),
             out_of_window=meta.get("out_of_window", 0),
             watermark_ms=meta.get("watermark_ms", 0),
+            late=meta.get("late", 0),
             alerts=decode_alerts(alerts_raw),
         )
 
@@ -451,6 +523,7 @@ class MemoryStore:
             dead_letters=s.dead_letters,
             out_of_window=s.out_of_window,
             watermark_ms=s.watermark_ms,
+            late=s.late,
         )
 
     async def reset(self) -> int:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from tests.support.redis_servers import plain_redis
 from tests.support.services import KAFKA, REDIS, services_up
+
+
+@pytest.fixture(scope="session")
+def step_redis_url() -> Iterator[str]:
+    """A Redis server of the test session's own, for the atomic step's unit
+    tests: they run the production Lua script, not a copy of its rules."""
+    with plain_redis() as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,22 @@
 -- Apply one batch plan to a campaign's state, atomically with its Kafka offsets.
--- Mirrors processors/state.py:apply_plan; tests hold the two to the same results.
+-- processors/state.py:apply_plan keeps the same rules in memory for the worker's
+-- unit tests; tests run the same cases through this script (tests/streams).
 --
 -- KEYS[1]  the campaign's offsets hash ("<prefix>off"); every key shares its slot
 -- ARGV[1]  key prefix, e.g. "presale:{d11-2025}:"
 -- ARGV[2]  the plan as JSON (streams/store.py:encode_plan)
 -- ARGV[3]  wall-clock now in ms (milestones' detected_at_ms)
 --
--- Returns {"stale", partition, applied_offset} and changes nothing when another
--- worker moved a partition past the plan's starting offset; otherwise
--- {"ok", new_events, duplicates, milestone_json...}.
+-- Returns {"stale", partition, applied_offset} and changes nothing when the plan
+-- does not begin right after a partition's stored offset (another worker moved
+-- it, or Redis lost writes); otherwise {"ok", new_events, duplicates, late,
+-- milestone_json...}.
+--
+-- Redis does not roll a script back when a command fails halfway, so the
+-- script reads everything first and checks the type of every key it will only
+-- write (a key of another type, or a Redis Cluster key that is not local, fails
+-- there), then writes, and writes the offsets last: a step that fails changes
+-- nothing, and a step whose offsets are stored was applied whole.
 
 local P = ARGV[1]
 local plan = cjson.decode(ARGV[2])
@@ -18,49 +26,30 @@ local function fmt(n)
   return string.format("%.0f", n)
 end
 
--- Add to integer fields of a hash with one HMGET and one HSET (in chunks of
--- 2,000 fields: the HSET's 4,000 values stay under unpack's limit of about
--- 8,000, Lua's C stack), not a HINCRBY a field: a batch touches tens of thousands of
--- counter fields and surge cells. Lua's doubles add exactly below 2^53 (¥90
--- trillion of fen): a field at or past that, a delta with a carry (`his`, in
--- units of CARRY; none when nil), or a value that is not a number takes
--- HINCRBY, Redis's exact 64-bit add.
-local CARRY = 2 ^ 50
-local EXACT = 2 ^ 53
-local FIELDS_CHUNK = 2000
-local function add_fields(key, fields, los, his)
-  for i = 1, #fields, FIELDS_CHUNK do
-    local j = math.min(i + FIELDS_CHUNK - 1, #fields)
-    local current = redis.call("HMGET", key, unpack(fields, i, j))
-    local args, n = {}, 0
-    for k = i, j do
-      local lo, hi = los[k], his and his[k] or 0
-      local v = current[k - i + 1]
-      local old = 0
-      if v then
-        old = tonumber(v)
-      end
-      local new = old and old + lo
-      if hi == 0 and new and old > -EXACT and old < EXACT
-          and new > -EXACT and new < EXACT then
-        args[n + 1] = fields[k]
-        args[n + 2] = fmt(new)
-        n = n + 2
-      else
-        for _, m in ipairs({lo, hi * CARRY}) do
-          if m ~= 0 then
-            redis.call("HINCRBY", key, fields[k], fmt(m))
-          end
-        end
-      end
+-- unpack() is bounded by Lua's C stack (about 8,000 values): long argument
+-- lists go in chunks.
+local CHUNK = 4000
+local function chunked(cmd, key, list, extra)
+  local out = {}
+  for i = 1, #list, CHUNK do
+    local j = math.min(i + CHUNK - 1, #list)
+    local part
+    if extra then
+      part = redis.call(cmd, key, extra, unpack(list, i, j))
+    else
+      part = redis.call(cmd, key, unpack(list, i, j))
     end
-    if n > 0 then
-      redis.call("HSET", key, unpack(args, 1, n))
+    if type(part) == "table" then
+      for k = 1, #part do
+        out[#out + 1] = part[k]
+      end
     end
   end
+  return out
 end
 
--- 1. Offsets: refuse the plan if any partition moved since it was built.
+-- 1. Offsets: refuse the plan unless each partition's stored offset is the one
+-- the plan follows (the offset before its first record).
 local off_key = KEYS[1]
 for _, o in ipairs(plan.o) do
   local applied = redis.call("HGET", off_key, o[1])
@@ -69,121 +58,157 @@ for _, o in ipairs(plan.o) do
     return {"stale", o[1], fmt(applied_n)}
   end
 end
-for _, o in ipairs(plan.o) do
-  redis.call("HSET", off_key, o[1], fmt(o[3]))
+
+-- Everything below is read first and written in section 9.
+local writes = {}  -- closures, run in order once every read and check passed
+local function later(f)
+  writes[#writes + 1] = f
+end
+local expect = {}  -- key -> the type it must have ("none" is always fine)
+local function must_be(key, kind)
+  expect[key] = kind
 end
 
 local meta = P .. "meta"
-for reason, n in pairs(plan.dl) do
-  redis.call("HINCRBY", P .. "dl", reason, n)
-end
-if plan.ow > 0 then
-  redis.call("HINCRBY", meta, "out_of_window", plan.ow)
-end
+local CARRY = 2 ^ 50
+local EXACT = 2 ^ 53
 
--- Surge traffic per event-time minute: (scope|key) -> records, one hash a
--- minute, and the index of minutes the surge judge walks (streams/alerts.py).
-for minute, cells in pairs(plan.m) do
-  local mk = P .. "sm:" .. minute
-  add_fields(mk, cells[1], cells[2])  -- [fields], [records]
-  redis.call("PEXPIRE", mk, plan.mt)
-  redis.call("ZADD", P .. "sm:idx", minute, minute)
-end
--- The surge clock, per partition: its latest counted event time, never ahead of
--- the wall clock (an event from a wrong clock cannot end minutes early), with
--- the wall time it moved. The judge takes the slowest active partition's.
-local clock_key = P .. "clock"
-for tp, high in pairs(plan.pc) do
-  if tp ~= "" and high > 0 then
-    local ts = math.min(high, tonumber(now_ms))
-    local old = redis.call("HGET", clock_key, tp)
-    local old_ts = old and tonumber(string.match(old, "^(%d+)")) or 0
-    if old_ts > ts then
-      ts = old_ts
-    end
-    redis.call("HSET", clock_key, tp, fmt(ts) .. ":" .. now_ms)
+-- Counter hashes: key -> {fields, lows, highs}; each is read with HMGET and
+-- written with one HSET (2,000 fields at a time: an HSET's 4,000 values stay
+-- under unpack's limit) in section 9.
+local pending = {}
+local function queue_add(key, field, lo, hi)
+  local w = pending[key]
+  if not w then
+    w = {{}, {}, {}}
+    pending[key] = w
   end
+  local i = #w[1] + 1
+  w[1][i] = field
+  w[2][i] = lo
+  w[3][i] = hi or 0
 end
 
--- 2. Dedupe generation from the watermark (latest counted event time).
+-- 2. The watermark: the median of the latest 64 samples of all batches, never
+-- moving back (processors/counting.py:watermark_from).
+local RING = 64
+local ring_key = P .. "wm"
 local wm = tonumber(redis.call("HGET", meta, "watermark_ms") or "0")
-if plan.w > wm then
-  wm = plan.w
-  redis.call("HSET", meta, "watermark_ms", fmt(wm))
+local ring = redis.call("LRANGE", ring_key, 0, RING - 1)
+local samples = plan.ws
+if #samples > 0 then
+  local merged = {}
+  for i = #samples, 1, -1 do
+    merged[#merged + 1] = samples[i]
+  end
+  for i = 1, #ring do
+    if #merged >= RING then
+      break
+    end
+    merged[#merged + 1] = tonumber(ring[i])
+  end
+  table.sort(merged)
+  local median = merged[math.floor((#merged - 1) / 2) + 1]
+  if median > wm then
+    wm = median
+    later(function() redis.call("HSET", meta, "watermark_ms", fmt(wm)) end)
+  end
+  local pushed = {}
+  for i = 1, #samples do
+    pushed[i] = fmt(samples[i])
+  end
+  later(function()
+    redis.call("LPUSH", ring_key, unpack(pushed))
+    redis.call("LTRIM", ring_key, 0, RING - 1)
+  end)
 end
-local gen = math.floor(wm / plan.h)
+
+-- 3. Click and cart generations: each id lives in the generation of its own
+-- event time; a generation wholly more than a horizon behind the watermark
+-- holds only late events, which are never looked up, so it goes.
+local horizon = plan.h
+local cutoff = wm - horizon
+local oldest = math.floor(math.max(cutoff, 0) / horizon)
 local gens_key = P .. "dd:gens"
-local has_prev = redis.call("SISMEMBER", gens_key, fmt(gen - 1)) == 1
-redis.call("SADD", gens_key, fmt(gen))
+must_be(gens_key, "set")
 for _, g in ipairs(redis.call("SMEMBERS", gens_key)) do
-  if tonumber(g) < gen - 1 then
-    for shard = 0, plan.s - 1 do
-      redis.call("UNLINK", P .. "dd:" .. g .. ":" .. shard)
-    end
-    redis.call("SREM", gens_key, g)
+  if tonumber(g) < oldest then
+    later(function()
+      for shard = 0, plan.s - 1 do
+        redis.call("UNLINK", P .. "dd:" .. g .. ":" .. shard)
+      end
+      redis.call("SREM", gens_key, g)
+    end)
   end
 end
-local dd_cur = P .. "dd:" .. fmt(gen) .. ":"
-local dd_prev = P .. "dd:" .. fmt(gen - 1) .. ":"
 
--- Dedupe the whole batch first. The plan's ids come grouped by shard
--- ([shard, [ids, owners]]), each id
--- once (its first occurrence in the batch), with its owner: the index of its
--- tally or line, counting clicks, carts, orders, cancels in turn (store.py).
--- Per shard one SMISMEMBER in the previous generation (when there is one), one
--- in the current one and one SADD of the new ids. (unpack() is bounded by
--- Lua's C stack, 8,000 values: long lists go in chunks.)
-local CHUNK = 4000
-local function mismember(key, list)
-  if #list <= CHUNK then
-    return redis.call("SMISMEMBER", key, unpack(list))
-  end
-  local found = {}
-  for i = 1, #list, CHUNK do
-    local part = redis.call("SMISMEMBER", key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
-    for k = 1, #part do
-      found[#found + 1] = part[k]
-    end
-  end
-  return found
-end
+-- 4. Dedupe. The plan's ids come grouped by set, each id once (its first
+-- occurrence in the batch) with its owner: the index of its tally or line,
+-- counting clicks, carts, orders, cancels in turn (store.py). Clicks and carts:
+-- [generation, shard, ids, owners, event times, repeats]; a late one is not
+-- looked up, and its repeats in the batch are late too. Orders and cancels:
+-- [shard, ids, owners], kept for the campaign's life.
 local fresh = {}  -- owner -> its ids Redis had not seen
-for _, group in ipairs(plan.d) do
-  local shard, members, owners = group[1], group[2][1], group[2][2]
-  if has_prev then
-    local old = mismember(dd_prev .. shard, members)
-    local m, o = {}, {}
-    for i = 1, #members do
-      if old[i] == 0 then
-        m[#m + 1] = members[i]
-        o[#o + 1] = owners[i]
-      end
-    end
-    members, owners = m, o
+local late = 0
+local new_gens = {}
+local function dedupe(key, members, owners)
+  if #members == 0 then
+    return
   end
-  if #members > 0 then
-    local key = dd_cur .. shard
-    local seen = mismember(key, members)
-    local new, n = {}, 0
-    for i = 1, #members do
-      if seen[i] == 0 then
-        n = n + 1
-        new[n] = members[i]
-        local owner = owners[i]
-        fresh[owner] = (fresh[owner] or 0) + 1
-      end
+  local seen = chunked("SMISMEMBER", key, members)
+  local new, n = {}, 0
+  for i = 1, #members do
+    if seen[i] == 0 then
+      n = n + 1
+      new[n] = members[i]
+      local owner = owners[i]
+      fresh[owner] = (fresh[owner] or 0) + 1
     end
-    for i = 1, n, CHUNK do
-      redis.call("SADD", key, unpack(new, i, math.min(i + CHUNK - 1, n)))
-    end
+  end
+  if n > 0 then
+    later(function() chunked("SADD", key, new) end)
   end
 end
+for _, group in ipairs(plan.dc) do
+  local gen, shard, members, owners, times, reps = group[1], group[2], group[3],
+    group[4], group[5], group[6]
+  local is_late = {}
+  local m, o = {}, {}
+  for i = 1, #members do
+    if times[i] < cutoff then
+      is_late[i] = true
+      late = late + 1
+    else
+      m[#m + 1] = members[i]
+      o[#o + 1] = owners[i]
+    end
+  end
+  for i = 1, #reps, 2 do
+    if is_late[reps[i] + 1] then
+      late = late + reps[i + 1]
+    end
+  end
+  if #m > 0 then
+    new_gens[fmt(gen)] = true
+    dedupe(P .. "dd:" .. fmt(gen) .. ":" .. shard, m, o)
+  end
+end
+for _, group in ipairs(plan.dr) do
+  dedupe(P .. "dd:o:" .. group[1], group[2], group[3])
+end
+local gens = {}
+for g in pairs(new_gens) do
+  gens[#gens + 1] = g
+end
+if #gens > 0 then
+  later(function() chunked("SADD", gens_key, gens) end)
+end
 
--- 3. Deduplicate and aggregate in Lua tables; one HINCRBY per counter at the end.
+-- 5. Aggregate in Lua tables.
 local delta = {}     -- "brand\0channel" -> {brand, channel, counters}
 local buyers = {}    -- "brand\0channel" -> list of user ids
 local steps = {}     -- brand index -> list of {amount, ts} of new first-hour orders
-local new_events, duplicates = 0, 0
+local new_events = 0
 
 local function counters(b, c)
   local k = b .. "\0" .. c
@@ -208,6 +233,7 @@ local function add(t, name, n)
 end
 
 local owner = 0
+local tallied = 0
 for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
   local name = spec[2]
   for _, tally in ipairs(spec[1]) do
@@ -215,12 +241,13 @@ for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
     local new = fresh[owner] or 0
     owner = owner + 1
     new_events = new_events + new
-    duplicates = duplicates + tally[3] - new
+    tallied = tallied + tally[3]
     if new > 0 then
       add(counters(tally[1], tally[2]), name, new)
     end
   end
 end
+local duplicates = tallied - new_events - late
 
 for _, r in ipairs(plan.r) do
   -- {brand, channel, amount, qty, vip, user, ts, first_hour}
@@ -268,40 +295,24 @@ for _, x in ipairs(plan.x) do
   end
 end
 
--- 4. Write the aggregated deltas: brand, brand x channel, totals, channel.
-local brands = plan.b
-local channels = plan.n
-local function pfadd(key, users)
-  -- unpack() is bounded by Lua's C stack (8,000 values): add in chunks.
-  for i = 1, #users, 1000 do
-    redis.call("PFADD", key, unpack(users, i, math.min(i + 999, #users)))
-  end
-end
-
+-- 6. The aggregated deltas: brand x channel, channel; buyers; rank.
 -- Only brand x channel is stored per brand: a brand's counters are the sum of
 -- its channels and its buyers the union of its channels' HyperLogLogs (one
 -- PFCOUNT over several keys), read when the report is built. Channel totals are
 -- summed here first, so each (channel, counter) is written once per batch.
-for i = 1, #brands, 1000 do
-  redis.call("SADD", P .. "brands", unpack(brands, i, math.min(i + 999, #brands)))
-end
-local pending = {}  -- key -> {fields, los, his}
-local function queue_add(key, field, lo, hi)
-  local w = pending[key]
-  if not w then
-    w = {{}, {}, {}}
-    pending[key] = w
-  end
-  local i = #w[1] + 1
-  w[1][i] = field
-  w[2][i] = lo
-  w[3][i] = hi
-end
+local brands = plan.b
+local channels = plan.n
+must_be(P .. "brands", "set")
+must_be(P .. "rank", "zset")
+must_be(P .. "fh", "zset")
+must_be(P .. "outbox", "stream")
+must_be(P .. "sm:idx", "zset")
+must_be(ring_key, "list")
+later(function() chunked("SADD", P .. "brands", brands) end)
 
 local per_channel = {}    -- channel -> counters (with carries)
-local channel_users = {}  -- channel -> list of user ids
+local hll = {}            -- key -> list of user ids
 local gross_by_brand = {} -- brand index -> gross delta
-local after_fh = {}       -- brand index -> first-hour gross after this batch
 for k, d in pairs(delta) do
   local brand = brands[d[1] + 1]
   local ch = channels[d[2] + 1]
@@ -327,11 +338,13 @@ for k, d in pairs(delta) do
   end
   local users = buyers[k]
   if users then
-    pfadd(P .. "u:bc:" .. brand .. ":" .. ch, users)
-    local all = channel_users[ch]
+    local bkey = P .. "u:bc:" .. brand .. ":" .. ch
+    hll[bkey] = users
+    local ckey = P .. "u:ch:" .. ch
+    local all = hll[ckey]
     if not all then
       all = {}
-      channel_users[ch] = all
+      hll[ckey] = all
     end
     for i = 1, #users do
       all[#all + 1] = users[i]
@@ -345,35 +358,75 @@ for ch, totals in pairs(per_channel) do
     end
   end
 end
-for key, w in pairs(pending) do
-  add_fields(key, w[1], w[2], w[3])
-end
-for ch, users in pairs(channel_users) do
-  pfadd(P .. "u:ch:" .. ch, users)
+for key, users in pairs(hll) do
+  must_be(key, "string")  -- a HyperLogLog is a string
+  later(function()
+    for i = 1, #users, 1000 do
+      redis.call("PFADD", key, unpack(users, i, math.min(i + 999, #users)))
+    end
+  end)
 end
 for b, g in pairs(gross_by_brand) do
-  redis.call("ZINCRBY", P .. "rank", fmt(g), brands[b + 1])
-end
-for b, s in pairs(steps) do
-  local fh = 0
-  for i = 1, #s do
-    fh = fh + s[i][1]
-  end
-  after_fh[b] = tonumber(redis.call("ZINCRBY", P .. "fh", fmt(fh), brands[b + 1]))
+  later(function() redis.call("ZINCRBY", P .. "rank", fmt(g), brands[b + 1]) end)
 end
 
--- 5. Milestones: decided here, so no two workers can both emit one.
+-- Dead letters, out-of-window and late records.
+for reason, n in pairs(plan.dl) do
+  queue_add(P .. "dl", reason, n)
+end
+if plan.ow > 0 then
+  queue_add(meta, "out_of_window", plan.ow)
+end
+if late > 0 then
+  queue_add(meta, "late", late)
+end
+
+-- Surge traffic per event-time minute: (scope|key) -> records, one hash a
+-- minute, and the index of minutes the surge judge walks (streams/alerts.py).
+for minute, cells in pairs(plan.m) do
+  local mk = P .. "sm:" .. minute
+  local fields, counts = cells[1], cells[2]
+  for i = 1, #fields do
+    queue_add(mk, fields[i], counts[i])
+  end
+  later(function()
+    redis.call("PEXPIRE", mk, plan.mt)
+    redis.call("ZADD", P .. "sm:idx", minute, minute)
+  end)
+end
+-- The surge clock, per partition: its latest counted event time, never ahead of
+-- the wall clock (an event from a wrong clock cannot end minutes early), with
+-- the wall time it moved. The judge takes the slowest active partition's.
+local clock_key = P .. "clock"
+for tp, high in pairs(plan.pc) do
+  if tp ~= "" and high > 0 then
+    local ts = math.min(high, tonumber(now_ms))
+    local old = redis.call("HGET", clock_key, tp)
+    local old_ts = old and tonumber(string.match(old, "^(%d+)")) or 0
+    if old_ts > ts then
+      ts = old_ts
+    end
+    later(function() redis.call("HSET", clock_key, tp, fmt(ts) .. ":" .. now_ms) end)
+  end
+end
+
+-- 7. Milestones, decided here so no two workers can both emit one, on the
+-- first-hour GMV after this batch (read now, added in section 9).
 local reached = {}
 local ms_key = P .. "ms"
+local candidates = {}  -- {field, record}
 for b, s in pairs(steps) do
   local brand = brands[b + 1]
+  local added = 0
+  for i = 1, #s do
+    added = added + s[i][1]
+  end
+  local before = tonumber(redis.call("ZSCORE", P .. "fh", brand) or "0")
+  later(function() redis.call("ZINCRBY", P .. "fh", fmt(added), brand) end)
   local targets = plan.t[tostring(b)]
   if targets then
     table.sort(targets, function(p, q) return p[2] < q[2] end)
-    local running = after_fh[b]
-    for i = 1, #s do
-      running = running - s[i][1]
-    end
+    local running = before
     local next_target = 1
     for i = 1, #s do
       running = running + s[i][1]
@@ -386,17 +439,90 @@ for b, s in pairs(steps) do
           .. ',"threshold_fen":' .. fmt(tg[2])
           .. ',"crossed_at_ms":' .. fmt(s[i][2])
           .. ',"detected_at_ms":' .. now_ms .. '}'
-        if redis.call("HSETNX", ms_key, field, record) == 1 then
-          redis.call("XADD", P .. "outbox", "*", "topic", "milestones",
-            "id", field, "key", brand, "value", record)
-          reached[#reached + 1] = record
-        end
+        candidates[#candidates + 1] = {field, record, brand}
       end
     end
   end
 end
+if #candidates > 0 then
+  local fields = {}
+  for i = 1, #candidates do
+    fields[i] = candidates[i][1]
+  end
+  local known = chunked("HMGET", ms_key, fields)
+  for i = 1, #candidates do
+    if not known[i] then
+      local c = candidates[i]
+      reached[#reached + 1] = c[2]
+      later(function()
+        redis.call("HSET", ms_key, c[1], c[2])
+        redis.call("XADD", P .. "outbox", "*", "topic", "milestones",
+          "id", c[1], "key", c[3], "value", c[2])
+      end)
+    end
+  end
+end
 
-local result = {"ok", new_events, duplicates}
+-- 8. Read the counter hashes; check the type of every key only written.
+local updates = {}  -- {key, field, value} for HSET; {key, field, delta} exact adds
+for key, w in pairs(pending) do
+  local fields, los, his = w[1], w[2], w[3]
+  local current = chunked("HMGET", key, fields)
+  local args, exact = {}, {}
+  for k = 1, #fields do
+    local v = current[k]
+    local old = 0
+    if v then
+      old = tonumber(v)
+    end
+    local lo, hi = los[k], his[k]
+    local new = old and old + lo
+    -- Lua's doubles add exactly below 2^53 (¥90 trillion of fen): a field at or
+    -- past that, a delta with a carry, or a value that is not a number takes
+    -- HINCRBY, Redis's exact 64-bit add.
+    if hi == 0 and new and old > -EXACT and old < EXACT
+        and new > -EXACT and new < EXACT then
+      args[#args + 1] = fields[k]
+      args[#args + 1] = fmt(new)
+    else
+      exact[#exact + 1] = {fields[k], lo, hi}
+    end
+  end
+  updates[#updates + 1] = {key, args, exact}
+end
+for key, kind in pairs(expect) do
+  local t = redis.call("TYPE", key)
+  t = type(t) == "table" and t.ok or t
+  if t ~= "none" and t ~= kind then
+    return redis.error_reply("WRONGTYPE " .. key .. " holds a " .. t
+      .. ", not a " .. kind .. ": nothing was applied")
+  end
+end
+
+-- 9. Write: the counters (before the minutes' expiry times), the rest, then
+-- the offsets.
+local FIELDS_CHUNK = 4000
+for _, u in ipairs(updates) do
+  local key, args, exact = u[1], u[2], u[3]
+  for i = 1, #args, FIELDS_CHUNK do
+    redis.call("HSET", key, unpack(args, i, math.min(i + FIELDS_CHUNK - 1, #args)))
+  end
+  for _, e in ipairs(exact) do
+    for _, m in ipairs({e[2], e[3] * CARRY}) do
+      if m ~= 0 then
+        redis.call("HINCRBY", key, e[1], fmt(m))
+      end
+    end
+  end
+end
+for i = 1, #writes do
+  writes[i]()
+end
+for _, o in ipairs(plan.o) do
+  redis.call("HSET", off_key, o[1], fmt(o[3]))
+end
+
+local result = {"ok", new_events, duplicates, late}
 for i = 1, #reached do
   result[#result + 1] = reached[i]
 end

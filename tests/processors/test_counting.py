@@ -40,6 +40,26 @@ def test_plan_offsets_per_partition() -> None:
     assert not plan.empty
 
 
+@pytest.mark.parametrize(
+    ("applied", "gaps", "follows"),
+    [
+        ({"clicks:0": 4}, (), 4),  # begins right after the store: follows it
+        ({"clicks:0": 1}, (), 4),  # a hole 2..4: follows 4, so the store refuses
+        ({}, (), 4),  # nothing applied, the batch at 5: refused likewise
+        ({"clicks:0": 1}, ("clicks:0",), 1),  # Kafka's own gap: follows the store
+    ],
+)
+def test_plan_follows_the_offset_before_its_first_record(
+    applied: dict[str, int], gaps: tuple[str, ...], follows: int
+) -> None:
+    """A plan carries the offset before its first record, so the store refuses a
+    plan that does not begin right after its own offset (records fetched past a
+    hole are never applied over it), unless the hole is Kafka's own."""
+    records = [("clicks:0", o, click(f"e{o}")) for o in (5, 6, 7)]
+    plan = plan_batch(records, rules(), applied, gaps)
+    assert plan.offsets == {"clicks:0": (follows, 7)}
+
+
 def test_plan_skips_applied_records() -> None:
     """Records at or below the applied offset are left out entirely: not
     counted, not rejected, not out of window."""
@@ -85,8 +105,8 @@ def test_plan_window_rejections_and_watermark() -> None:
 
 def test_plan_of_only_rejections() -> None:
     """A batch of rejections still moves the offsets, and max_ts_ms stays 0."""
-    plan = plan_batch([("orders:1", 7, Rejection("not_object", "x"))], rules(), {})
-    assert plan.offsets == {"orders:1": (-1, 7)}
+    plan = plan_batch([("orders:1", 0, Rejection("not_object", "x"))], rules(), {})
+    assert plan.offsets == {"orders:1": (-1, 0)}
     assert plan.max_ts_ms == 0
     assert plan.rejected == {"not_object": 1}
 

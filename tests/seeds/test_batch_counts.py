@@ -198,18 +198,30 @@ EXPECTED: dict[str, Any] = {
         {"brand_id": "b4", **tally(clicks=1), "baseline_first_hour_gmv_fen": 0,
          "by_channel": {"detail": tally(clicks=1)}},
     ],
+    # crossed_at_ms: the event time of the order whose running total, in
+    # arrival order, first reached the threshold. b1's first-hour orders arrive
+    # o1 (1,500 at S+10), o2 (600 at S+5), o4: 1,000 is reached by o1, its
+    # doubled baseline 2,000 by o2 (2,100).
     "milestones": [
-        {"kind": "gmv_threshold", "brand_id": "b1", "threshold_fen": 1_000},
-        {"kind": "gmv_threshold", "brand_id": "b2", "threshold_fen": 1_000},
-        {"kind": "gmv_threshold", "brand_id": "b2", "threshold_fen": 5_000},
-        {"kind": "gmv_threshold", "brand_id": "b3", "threshold_fen": 1_000},
-        {"kind": "gmv_threshold", "brand_id": "b6", "threshold_fen": 1_000},
-        {"kind": "yoy_double", "brand_id": "b1", "threshold_fen": 2_000},
-        {"kind": "yoy_double", "brand_id": "b6", "threshold_fen": 2_000},
+        {"kind": "gmv_threshold", "brand_id": "b1", "threshold_fen": 1_000,
+         "crossed_at_ms": S + 10},
+        {"kind": "gmv_threshold", "brand_id": "b2", "threshold_fen": 1_000,
+         "crossed_at_ms": S},
+        {"kind": "gmv_threshold", "brand_id": "b2", "threshold_fen": 5_000,
+         "crossed_at_ms": S},
+        {"kind": "gmv_threshold", "brand_id": "b3", "threshold_fen": 1_000,
+         "crossed_at_ms": S},
+        {"kind": "gmv_threshold", "brand_id": "b6", "threshold_fen": 1_000,
+         "crossed_at_ms": S},
+        {"kind": "yoy_double", "brand_id": "b1", "threshold_fen": 2_000,
+         "crossed_at_ms": S + 5},
+        {"kind": "yoy_double", "brand_id": "b6", "threshold_fen": 2_000,
+         "crossed_at_ms": S},
     ],
     "dead_letters": 2,
     "dead_letters_by_reason": {"invalid_json": 1, "topic_mismatch": 1},
     "out_of_window": 3,
+    "late": 0,
 }  # fmt: skip
 
 
@@ -227,6 +239,10 @@ def test_report_does_not_depend_on_arrival_order() -> None:
     ]
     forward = report_of(identical, baseline_fen=BASELINE)
     backward = report_of(identical[::-1], baseline_fen=BASELINE)
+    # All but crossed_at_ms, which is the arrival order's by the contract.
+    for report in (forward, backward):
+        for m in report["milestones"]:
+            del m["crossed_at_ms"]
     assert forward == backward
 
 
@@ -443,3 +459,51 @@ def test_measure_facts() -> None:
     assert facts["campaign_conversion"] == 0.8
     assert (facts["flagship_orders"], facts["flagship_vip_orders"]) == (2, 1)
     assert facts["flagship_vip_share"] == 0.5
+
+
+# --------------------------------------------------------------------------
+# A campaign of days: dedupe lifetimes and the watermark
+
+
+def test_reference_dedupe_for_a_campaign_of_days() -> None:
+    """Worked by hand over a 5-day campaign with a 24 h horizon: the first hour
+    published again on day 3 adds no order and no cancel (kept for the
+    campaign's life) and its 2 clicks are late (more than 24 h behind the
+    watermark, day 3); one click stamped on the last day, early, neither moves
+    the watermark nor makes the day-1 clicks late."""
+    day = 24 * HOUR_MS
+    first_hour = [
+        ev("click", S + 1, event_id="k1"),
+        ev("click", S + 2, event_id="k2"),
+        order(S + 3, "o1", 700),
+        cancel(S + 4, "o1", 200),
+    ]
+    stream = [
+        *first_hour,
+        ev("click", S + 5 * day - 1, event_id="ahead"),  # a clock days ahead
+        *(ev("click", S + day + i, event_id=f"d1-{i}") for i in range(3)),
+        *(ev("click", S + 3 * day + i, event_id=f"d3-{i}") for i in range(70)),
+        *first_hour,  # the first hour again, on day 3
+    ]
+    got = report_of(stream, end_ms=S + 5 * day)
+    assert got["late"] == 2
+    assert got["totals"]["clicks"] == 2 + 1 + 3 + 70
+    assert (got["totals"]["orders"], got["totals"]["cancels"]) == (1, 1)
+    assert got["totals"]["net_gmv_fen"] == 500
+    assert [m["threshold_fen"] for m in got["milestones"]] == []
+
+
+def test_reference_defaults_are_the_workers() -> None:
+    """Settings without a YoY floor or a horizon take the worker's defaults:
+    1,000,000 fen and 24 h."""
+    chosen = reference.campaign_from_settings(
+        {
+            "PRESALE_CAMPAIGN_ID": "t",
+            "PRESALE_CAMPAIGN_START_MS": "0",
+            "PRESALE_CAMPAIGN_END_MS": "1",
+        }
+    )
+    assert (chosen.yoy_min_baseline_fen, chosen.dedupe_horizon_ms) == (
+        1_000_000,
+        86_400_000,
+    )

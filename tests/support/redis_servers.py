@@ -79,6 +79,20 @@ def _start(port: int, workdir: Path, *extra: str) -> subprocess.Popen[bytes]:
 
 
 @contextmanager
+def plain_redis() -> Iterator[int]:
+    """A throwaway Redis of our own (no persistence) on a free port; yields the
+    port. The unit tests of the atomic step run the real Lua script in it."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="presale-step-") as tmp:
+        proc = _start(port, Path(tmp), "--set-max-intset-entries", "8192")
+        try:
+            _wait("Redis answering", lambda: "PONG" in _cli(port, "ping"), [proc])
+            yield port
+        finally:
+            stop_processes([proc], timeout=20)
+
+
+@contextmanager
 def acl_redis(user: str, password: str) -> Iterator[int]:
     """A Redis whose default user is off: only `user` with `password` gets in.
     Yields its port."""

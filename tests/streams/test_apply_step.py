@@ -1,0 +1,86 @@
+"""The production Lua step fails whole or applies whole (hole d of issue 13).
+
+Redis does not roll a script back when a command fails halfway: the step reads
+and checks every key before its first write, and writes the offsets last.
+Runs in a Redis of the test session's own (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis
+from redis.exceptions import ResponseError, TryAgainError
+
+from processors.counting import Record, plan_batch
+from streams.store import RedisStore, _transient
+from tests.processors.make import T0, click, order, rules
+
+
+def _keys(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
+    pattern = prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+    return {k: client.dump(k) for k in sorted(client.scan_iter(match=pattern))}
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("brands", "string"),  # a set the step only adds to
+        ("rank", "hash"),  # a sorted set it only increments
+        ("u:ch:other", "hash"),  # a HyperLogLog it only adds to
+        ("outbox", "string"),  # the stream milestones go to
+        ("bc:b1", "string"),  # a counter hash
+    ],
+)
+def test_a_step_that_would_fail_halfway_changes_nothing(
+    step_redis_url: str, key: str, kind: str
+) -> None:
+    """A key of the wrong type, met after the offsets and the dedupe sets would
+    have been written, fails the step before any write: the offsets stay where
+    they were and no other key appears or changes (the step fails on today's
+    code with the offsets advanced and the dedupe ids stored)."""
+    campaign = rules()
+    prefix = f"t:{{{uuid.uuid4().hex}}}:"
+    client = redis.Redis.from_url(step_redis_url)
+    if kind == "string":
+        client.set(prefix + key, "not mine")
+    else:
+        client.hset(prefix + key, "x", "1")
+    before = _keys(client, prefix)
+    records: list[Record] = [
+        ("orders:0", 0, order("o1", 2_000, ts=T0 + 1)),
+        ("clicks:0", 0, click("c1", ts=T0 + 2)),
+    ]
+    plan = plan_batch(records, campaign, {})
+
+    async def apply() -> None:
+        store = RedisStore.from_url(step_redis_url, prefix, campaign)
+        try:
+            await store.apply(plan, 0)
+        finally:
+            await store.close()
+
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        asyncio.run(apply())
+    assert _keys(client, prefix) == before
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "again"),
+    [
+        (
+            "Error running script: Script attempted to access a non local key in"
+            " a cluster node script",
+            True,
+        ),
+        ("Script attempted to execute a command while the cluster is down", True),
+        ("WRONGTYPE presale:{x}:brands holds a string, not a set", False),
+    ],
+)
+def test_a_step_refused_by_a_moving_slot_is_tried_again(text: str, again: bool) -> None:
+    """A slot migrated mid-step is a passing fault (the worker retries the
+    batch); a key of the wrong type is not."""
+    assert isinstance(_transient(ResponseError(text)), TryAgainError) == again
