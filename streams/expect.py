@@ -19,6 +19,7 @@ def reference_settings(settings: Settings) -> dict[str, str]:
         "PRESALE_MILESTONES_FEN": ",".join(map(str, settings.milestones_fen)),
         "PRESALE_YOY_MIN_BASELINE_FEN": str(settings.yoy_min_baseline_fen),
         "PRESALE_MAX_RECORD_BYTES": str(settings.max_record_bytes),
+        "PRESALE_DEDUPE_HORIZON_MS": str(settings.dedupe_horizon_ms),
     }
     if settings.baseline_csv:
         values["PRESALE_BASELINE_CSV"] = str(Path(settings.baseline_csv).resolve())
@@ -27,7 +28,7 @@ def reference_settings(settings: Settings) -> dict[str, str]:
 
 def expected_report(settings: Settings, path: str) -> dict[str, Any]:
     """What `presale expect FILE` prints: the shape of `report --json`, without
-    its wall-clock parts (crossed_at_ms, detected_at_ms, alerts, consumer_lag)."""
+    its wall-clock parts (detected_at_ms, alerts, consumer_lag)."""
     # Imported here, not at the top: streams/ does not import seeds/ when it
     # loads, and only this command needs the reference.
     from seeds import reference

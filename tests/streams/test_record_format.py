@@ -87,7 +87,8 @@ def test_time_ms_rejects(text: str) -> None:
 
 def test_reference_settings_come_from_the_settings_object(tmp_path: Path) -> None:
     """expect hands the reference what the worker uses: campaign, window,
-    thresholds, floor, size limit, and the baseline CSV as an absolute path."""
+    thresholds, floor, size limit, dedupe horizon, and the baseline CSV as an
+    absolute path."""
     csv = tmp_path / "b.csv"
     csv.write_text("brand_id,first_hour_gmv_fen\nb1,5\n")
     settings = Settings.from_env(
@@ -98,6 +99,7 @@ def test_reference_settings_come_from_the_settings_object(tmp_path: Path) -> Non
             "PRESALE_MILESTONES_FEN": "300,100",
             "PRESALE_YOY_MIN_BASELINE_FEN": "7",
             "PRESALE_MAX_RECORD_BYTES": "4096",
+            "PRESALE_DEDUPE_HORIZON_MS": "60000",
             "PRESALE_BASELINE_CSV": os.path.relpath(csv),
         }
     )
@@ -108,6 +110,7 @@ def test_reference_settings_come_from_the_settings_object(tmp_path: Path) -> Non
         "PRESALE_MILESTONES_FEN": "100,300",
         "PRESALE_YOY_MIN_BASELINE_FEN": "7",
         "PRESALE_MAX_RECORD_BYTES": "4096",
+        "PRESALE_DEDUPE_HORIZON_MS": "60000",
         "PRESALE_BASELINE_CSV": str(csv.resolve()),
     }
 
