@@ -8,17 +8,19 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
-from seeds.recording import Entry, iter_entries, open_recording, read_header
-from seeds.recording import RecordingError as LineError
 from streams.errors import KafkaUnavailable, RecordingError
 from streams.kafka import ensure_topics, start_producer
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from seeds.recording import Entry
 
 # Pacing follows the event-time clock; a record more than 10 minutes ahead of it
 # (a malformed ts, a far-future test record) is sent at once, not waited for,
@@ -46,6 +48,11 @@ class ReplayResult:
 
 
 def count_records(paths: list[str]) -> int:
+    # The format's reader, imported when used: streams/ does not import seeds/
+    # when it loads.
+    from seeds.recording import RecordingError as LineError
+    from seeds.recording import open_recording, read_header
+
     total = 0
     for path in paths:
         try:
@@ -103,6 +110,9 @@ class _Pacer:
 
 
 def _records(paths: list[str]) -> Iterator[Entry]:
+    from seeds.recording import RecordingError as LineError
+    from seeds.recording import iter_entries
+
     for path in paths:
         try:
             yield from iter_entries(path)
