@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,22 @@ def test_verdict_lines() -> None:
     assert sum(1 for x in lines if x.startswith("/totals")) == 50
     passed = Rehearsal("c-rehearse-1", "p-rehearse-1", records=3)
     assert verdict(passed, "f.jsonl")[-1] == "PASS: the live report equals expect's"
+
+
+def test_the_recording_commands_load_without_seeds() -> None:
+    """record, expect, rehearse and replay import seeds/ only when they run: a
+    fresh interpreter that loads them and builds the parser has no seeds
+    module."""
+    code = (
+        "import sys, streams.cli, streams.record, streams.expect, streams.rehearse,"
+        " streams.replay; streams.cli.parser();"
+        " print(sorted(m for m in sys.modules if m.split('.')[0] == 'seeds'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.stdout.strip() == "[]"
