@@ -27,6 +27,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from tqdm import tqdm
 
 from streams.check import BUYERS_TOLERANCE, check
 from streams.connect import kafka_auth
@@ -280,36 +281,53 @@ class _Expect:
             await self.proc.wait()
 
 
+async def backlog(store: RedisStore, settings: Settings) -> tuple[int, int]:
+    """(consumer_lag, records on the input topics): the cheap poll."""
+    ends = await log_end_offsets(settings, INPUT_TOPICS)
+    applied = await store.applied_offsets(ends)
+    return lag(ends, applied), sum(ends.values())
+
+
 async def live_report(store: RedisStore, settings: Settings) -> dict[str, Any]:
-    """`presale report --json` of the fresh campaign, and the records published."""
+    """`presale report --json` of the fresh campaign. In this order, as there:
+    end offsets, applied offsets, counters; so lag 0 means complete counters."""
     ends = await log_end_offsets(settings, INPUT_TOPICS)
     applied = await store.applied_offsets(ends)
     report = await store.report()
     report["consumer_lag"] = lag(ends, applied)
-    report["_published"] = sum(ends.values())
     return report
 
 
 async def wait_applied(
-    store: RedisStore, settings: Settings, records: int, worker: _Worker, timeout: float
+    store: RedisStore,
+    settings: Settings,
+    records: int,
+    worker: _Worker,
+    timeout: float,
+    progress: bool,
 ) -> dict[str, Any]:
-    """Poll until lag is 0 and every replayed record is on the topics; then read
-    once more: a report that said lag 0 may have read its counters just
-    before the last batch landed (tests/integration/helpers.py settled_report)."""
+    """Poll the lag (not the whole report: first-hour's has 5,000 brands) until
+    it is 0 and every replayed record is on the topics; then read the report."""
     deadline = time.monotonic() + timeout
-    report: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        worker.check_alive()
-        report = await live_report(store, settings)
-        if report["consumer_lag"] == 0 and report["_published"] >= records:
-            report = await live_report(store, settings)
-            del report["_published"]
-            return report
-        await asyncio.sleep(_POLL_S)
+    behind, published = records, 0
+    bar = tqdm(
+        total=records, unit="rec", unit_scale=True, desc="applied", disable=not progress
+    )
+    try:
+        while time.monotonic() < deadline:
+            worker.check_alive()
+            behind, published = await backlog(store, settings)
+            bar.update(max(0, published - behind - bar.n))
+            if behind == 0 and published >= records:
+                report = await live_report(store, settings)
+                if report["consumer_lag"] == 0:
+                    return report
+            await asyncio.sleep(_POLL_S)
+    finally:
+        bar.close()
     msg = (
-        f"not applied after {timeout:.0f} s: consumer_lag "
-        f"{report.get('consumer_lag')}, {report.get('_published')} of {records} "
-        "records on the topics"
+        f"not applied after {timeout:.0f} s: consumer_lag {behind:,}, "
+        f"{published:,} of {records:,} records on the topics"
     )
     raise RehearsalError(msg)
 
@@ -359,7 +377,9 @@ async def rehearse(
             raise KeyboardInterrupt
         result.records = replayed.published
         lap("replay")
-        live = await wait_applied(store, fresh, replayed.published, worker, timeout)
+        live = await wait_applied(
+            store, fresh, replayed.published, worker, timeout, progress
+        )
         lap("apply")
         want = await expecting.report()
         lap("expect (waited for)")
