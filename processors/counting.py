@@ -379,12 +379,15 @@ def plan_batch(
 # The watermark is the median of the latest WATERMARK_RING samples of all
 # batches (never moving back): a batch gives at most 16, so the median follows
 # the last few batches, and a lone event at a quiet moment is one sample of 64.
+# It moves only once WATERMARK_MIN_SAMPLES are in: a clock ahead in the
+# campaign's first records is then one sample of 32 or more, never the median.
 WATERMARK_RING: Final = 64
+WATERMARK_MIN_SAMPLES: Final = 32
 
 
 def watermark_from(ring: list[int], watermark_ms: int) -> int:
     """The watermark after a batch: the median of the latest samples, never lower."""
-    if not ring:
+    if len(ring) < WATERMARK_MIN_SAMPLES:
         return watermark_ms
     ordered = sorted(ring)
     return max(watermark_ms, ordered[(len(ordered) - 1) // 2])

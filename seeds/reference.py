@@ -27,8 +27,10 @@ DEFAULT_MILESTONES_FEN = (1_000_000_000, 10_000_000_000)
 DEFAULT_YOY_MIN_BASELINE_FEN = 1_000_000
 DEFAULT_DEDUPE_HORIZON_MS = 86_400_000
 # The event-time watermark: the median of the latest 64 counted event times,
-# never moving back (CONTRACT section 3: it follows the bulk of the stream).
+# once there are 32, never moving back (CONTRACT section 3: it follows the bulk
+# of the stream, so a clock ahead in the first records cannot move it).
 WATERMARK_WINDOW = 64
+WATERMARK_MIN_EVENTS = 32
 # docs/validation.md check 1.
 DEFAULT_MAX_RECORD_BYTES = 65_536
 
@@ -385,7 +387,9 @@ def scan_records(
             result.out_of_window += 1
             continue
         recent.append(event.ts_ms)
-        watermark_ms = max(watermark_ms, sorted(recent)[(len(recent) - 1) // 2])
+        if len(recent) >= WATERMARK_MIN_EVENTS:
+            median_ms = sorted(recent)[(len(recent) - 1) // 2]
+            watermark_ms = max(watermark_ms, median_ms)
         if event.type in ("click", "cart"):
             if event.ts_ms < watermark_ms - campaign.dedupe_horizon_ms:
                 result.late += 1

@@ -89,9 +89,10 @@ local function queue_add(key, field, lo, hi)
   w[3][i] = hi or 0
 end
 
--- 2. The watermark: the median of the latest 64 samples of all batches, never
--- moving back (processors/counting.py:watermark_from).
+-- 2. The watermark: the median of the latest 64 samples of all batches, once
+-- there are 32, never moving back (processors/counting.py:watermark_from).
 local RING = 64
+local MIN_SAMPLES = 32
 local ring_key = P .. "wm"
 local wm = tonumber(redis.call("HGET", meta, "watermark_ms") or "0")
 local ring = redis.call("LRANGE", ring_key, 0, RING - 1)
@@ -109,7 +110,7 @@ if #samples > 0 then
   end
   table.sort(merged)
   local median = merged[math.floor((#merged - 1) / 2) + 1]
-  if median > wm then
+  if #merged >= MIN_SAMPLES and median > wm then
     wm = median
     later(function() redis.call("HSET", meta, "watermark_ms", fmt(wm)) end)
   end

@@ -196,8 +196,9 @@ def test_out_of_window_does_not_move_the_watermark() -> None:
     """Only counted events move the watermark: a far-future event outside the
     window leaves it where it was."""
     feed = Feed()
-    feed.send(click("e1", ts=T0 + 5))
-    feed.send(click("e2", ts=END + 10 * HOUR_MS))
+    feed.send(*(click(f"e{i}", ts=T0 + 5) for i in range(16)))
+    feed.send(*(click(f"f{i}", ts=T0 + 5) for i in range(16)))
+    feed.send(*(click(f"g{i}", ts=END + 10 * HOUR_MS) for i in range(32)))
     assert feed.state.watermark_ms == T0 + 5
 
 
