@@ -357,7 +357,7 @@ async def rehearse(
     worker: _Worker | None = None
     store = RedisStore.from_settings(fresh)
     made = False  # topics or Redis keys of the fresh campaign may exist
-    failed = True
+    worth_keeping = False  # a failed verdict or a worker that let us down
     expecting: _Expect | None = None
     try:
         # The header first: a missing file or an unknown format fails at once.
@@ -384,8 +384,9 @@ async def rehearse(
         want = await expecting.report()
         lap("expect (waited for)")
         result.differences = check(live, want)
-        failed = not result.passed
+        worth_keeping = not result.passed
     except RehearsalError as exc:
+        worth_keeping = True
         msg = f"{exc} (worker log: {folder / 'worker.log'})"
         raise RehearsalError(msg) from exc
     finally:
@@ -397,7 +398,7 @@ async def rehearse(
         if made and not keep:
             result.cleanup_problem = await _clean_up(store, fresh)
         await store.close()
-        if keep or (failed and worker is not None):
+        if keep or worth_keeping:
             result.kept = folder
         else:
             shutil.rmtree(folder, ignore_errors=True)
