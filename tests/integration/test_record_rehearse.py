@@ -27,6 +27,7 @@ from tests.support.services import (
     KAFKA,
     STREAMS,
     Env,
+    one_line_error,
     recording_env,
     stop_processes,
 )
@@ -317,3 +318,13 @@ def test_record_since_until_cuts_by_kafka_timestamp(tmp_path: Path) -> None:
     }
     assert by_partition(out) == want
     assert sum(map(len, want.values())) == 5
+
+
+def test_record_of_a_prefix_without_topics_is_one_line(tmp_path: Path) -> None:
+    """A prefix with no input topics (a typo in PRESALE_TOPIC_PREFIX) is an
+    error naming the topics looked for, and no file is written."""
+    env = Env()
+    out = tmp_path / "none.jsonl.gz"
+    line = one_line_error(env.run("record", "--quiet", str(out)), "no secret")
+    assert env.topic("clicks") in line
+    assert list(tmp_path.iterdir()) == []
