@@ -1,4 +1,5 @@
-"""The `presale` command: worker, replay, report, reset, seeds, record..."""
+"""The `presale` command: worker, replay, report, reset, seeds, and (in
+streams/cli_recordings.py) record, expect, rehearse."""
 
 from __future__ import annotations
 

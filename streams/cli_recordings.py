@@ -102,11 +102,15 @@ def add_commands(
     common(rec)
     rec.add_argument("out", metavar="OUT", help="the recording, e.g. x.jsonl.gz")
     rec.add_argument(
-        "--since", type=time_ms, help="from the first record at or after TIME"
+        "--since",
+        type=time_ms,
+        metavar="TIME",
+        help="from the first record at or after TIME (epoch ms or ISO 8601)",
     )
     rec.add_argument(
         "--until",
         type=time_ms,
+        metavar="TIME",
         help="up to the first record at or after TIME (default: the end now)",
     )
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -126,12 +130,16 @@ def add_commands(
     common(reh)
     reh.add_argument("file", metavar="FILE", help="a recording (any of its formats)")
     reh.add_argument(
-        "--speed", type=speed, default=None, help="max (default) or N x record time"
+        "--speed",
+        type=speed,
+        default=None,
+        help="max (default) or N x the recorded time",
     )
     reh.add_argument(
         "--timeout",
         type=_seconds,
         default=900.0,
+        metavar="SECONDS",
         help="seconds to wait for the worker to apply every record (900)",
     )
     reh.add_argument(
