@@ -1,9 +1,12 @@
-"""Redis memory of the dedupe state, per million events (issue: bounded state).
+"""Redis memory of the dedupe state, per million orders and per million clicks.
 
-Applies N unique clicks (default 1,000,000) in batches of 20,000 through the real
-Lua apply step into a scratch campaign, then reads Redis's own accounting:
-`MEMORY USAGE` of every dedupe key, and the whole campaign's keys. Prints bytes
-per event. Run: `.venv/bin/python -m bench.dedupe_memory [N]` with Redis up.
+Applies N unique clicks, then N unique orders (default 1,000,000 each), in
+batches of 20,000 through the real Lua apply step into scratch campaigns, then
+reads Redis's own accounting: `MEMORY USAGE` of every dedupe key, and the
+campaign's other keys. Prints bytes per event. Order ids are kept for the
+campaign's life (`dd:o:*`), click ids for a horizon of event time
+(`dd:<generation>:*`). Run: `.venv/bin/python -m bench.dedupe_memory [N]` with
+Redis up.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ T0 = 1_760_529_600_000
 BATCH = 20_000
 
 
-async def measure(n: int) -> None:
+async def measure(n: int, kind: str) -> None:
     settings = Settings.from_env({}, load=False)
     campaign = f"bench-dd-{uuid.uuid4().hex[:8]}"
     rules = CampaignRules(campaign, T0, T0 + 86_400_000)
@@ -36,16 +39,19 @@ async def measure(n: int) -> None:
             records = []
             for i in range(start, min(n, start + BATCH)):
                 offset += 1
+                ident = f"{i:012d}-{uuid.UUID(int=i).hex[:8]}"
                 e = Event(
-                    event_id=f"evt-{i:012d}-{uuid.UUID(int=i).hex[:8]}",
-                    type="click",
+                    event_id=f"evt-{ident}",
+                    type=kind,
                     ts_ms=T0 + i * 3,
                     user_id=f"u{i % 100_000}",
                     brand_id=f"b{i % 5_000}",
                     channel="search",
+                    order_id=f"ord-{ident}" if kind == "order" else None,
+                    amount_fen=100 if kind == "order" else 0,
                 )
-                records.append(("clicks:0", offset, e))
-            plan = plan_batch(records, rules, {"clicks:0": start - 1})
+                records.append((f"{kind}s:0", offset, e))
+            plan = plan_batch(records, rules, {f"{kind}s:0": start - 1})
             await store.apply(plan, 0)
         elapsed = time.perf_counter() - started
         dd_bytes = other_bytes = dd_keys = 0
@@ -67,20 +73,25 @@ async def measure(n: int) -> None:
             if sum(encodings.values()) >= 200:
                 break
         per_million = 1_000_000 / n
-        print(f"events applied           {n:,} unique clicks in {elapsed:.1f} s")
+        print(f"events applied           {n:,} unique {kind}s in {elapsed:.1f} s")
         print(f"dedupe sets              {dd_keys:,} keys, encodings {encodings}")
         print(
             f"dedupe memory            {dd_bytes * per_million / 2**20:.1f} MiB per"
-            f" million events ({dd_bytes / n:.1f} bytes/event)"
+            f" million {kind}s ({dd_bytes / n:.1f} bytes per {kind})"
         )
         print(
             f"counters, HLLs, rest     {other_bytes / 2**20:.1f} MiB"
-            " (grows with brands and channels, not with events)"
+            " (grows with brands, channels and buyers, not with ids)"
         )
     finally:
         await store.reset()
         await store.close()
 
 
+async def main(n: int) -> None:
+    for kind in ("click", "order"):
+        await measure(n, kind)
+
+
 if __name__ == "__main__":
-    asyncio.run(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000))

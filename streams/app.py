@@ -49,9 +49,7 @@ class Runtime:
         self.producer = RenewableProducer(self.settings)
         await self.producer.start()
         self.pipeline.producer = self.producer
-        publisher = OutboxPublisher(
-            self.settings, self.store.client, self.producer, self.metrics
-        )
+        publisher = OutboxPublisher(self.settings, self.store.client, self.metrics)
         self.tasks.append(asyncio.ensure_future(publisher.run()))
         judge = SurgeJudge(
             self.store.client,

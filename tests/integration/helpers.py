@@ -67,7 +67,12 @@ def read_topic(topic: str, timeout_s: float = 30) -> list[ConsumerRecord]:
     """Every record of `topic` from its beginning to its current end offsets."""
 
     async def run() -> list[ConsumerRecord]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+        # Read committed: a fenced outbox publisher's records are aborted.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=KAFKA,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
         await consumer.start()
         try:
             parts = consumer.partitions_for_topic(topic)

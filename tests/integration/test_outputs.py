@@ -94,7 +94,10 @@ def assert_one_record_per_milestone(
         assert set(body) == MILESTONE_FIELDS
         key = (body["kind"], body["brand_id"], body["threshold_fen"])
         assert r.key == body["brand_id"].encode()
-        assert dict(r.headers)["presale-id"].decode() == ":".join(map(str, key))
+        # campaign:run:kind:brand:threshold (streams/outbox.py:published_id)
+        campaign, _run, local = dict(r.headers)["presale-id"].decode().split(":", 2)
+        assert campaign == report["campaign"]["id"]
+        assert local == ":".join(map(str, key))
         assert all(type(body[f]) is int for f in ("threshold_fen", "crossed_at_ms"))
         assert type(body["detected_at_ms"]) is int
         on_topic[key] = body

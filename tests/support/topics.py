@@ -11,7 +11,13 @@ from tests.support.services import KAFKA
 
 
 async def _read_all(topic: str) -> list[ConsumerRecord]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+    # Read committed, as a consumer of the output topics must: a fenced outbox
+    # publisher's records are aborted, never published (docs/exactly-once.md).
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=KAFKA,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()
