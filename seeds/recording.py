@@ -1,7 +1,10 @@
 """Read a recorded presale stream: JSON lines -> (topic, key bytes, value bytes).
 
-The format is described in docs/recordings.md. `presale replay` publishes what
-`iter_records` yields, in file order; the batch reference reads the same.
+The formats are described in docs/recordings.md: bare event lines and
+envelopes, `presale record`'s versioned format (Kafka partition, timestamp and
+headers too) and kcat's JSON envelope (`kcat -C -J`). `presale replay`
+publishes what `iter_entries` yields, in file order; the batch reference reads
+the same through `iter_records`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ ENVELOPE_PAYLOADS: tuple[str, ...] = ("value", "raw", "raw_b64")
 GZIP_MAGIC = b"\x1f\x8b"
 
 Record = tuple[str, bytes | None, bytes]
+
+# `presale record`'s format: its first line names it (docs/recordings.md s1c).
+FORMAT_NAME = "presale-recording"
+FORMAT_VERSION = 1
 
 
 class RecordingError(ValueError):
@@ -155,15 +162,246 @@ def parse_line(line: bytes, where: str = "line") -> Record | None:
 
 def iter_records(path: str | Path) -> Iterator[Record]:
     """Yield (topic short name, key bytes or None, value bytes) in file order."""
+    for entry in iter_entries(path):
+        yield entry.record()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One record to publish, with what Kafka told us about it when known."""
+
+    topic: str  # short name: clicks, carts, orders
+    key: bytes | None
+    value: bytes | None  # None: a record without a value (a tombstone)
+    partition: int | None = None  # None: the key chooses (bare lines, envelopes)
+    ts_ms: int | None = None  # the Kafka timestamp; None: pace by the event's ts
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def record(self) -> Record:
+        # The processor reads a missing value as invalid_json, like b"" (the
+        # reference's check 3); the reference only takes bytes.
+        return self.topic, self.key, self.value if self.value is not None else b""
+
+
+def is_header(obj: object) -> bool:
+    """True for the first line of a versioned recording (`presale record`)."""
+    return (
+        isinstance(obj, dict)
+        and "format" in obj
+        and "event_id" not in obj
+        and "topic" not in obj
+    )
+
+
+def check_header(obj: dict[str, Any], where: str) -> None:
+    if obj.get("format") != FORMAT_NAME:
+        msg = f"{where}: unknown recording format {obj.get('format')!r}"
+        raise RecordingError(msg)
+    version = obj.get("version")
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        msg = (
+            f"{where}: {FORMAT_NAME} version {version!r} is not one this presale "
+            f"reads (up to {FORMAT_VERSION})"
+        )
+        raise RecordingError(msg)
+
+
+def is_kcat(obj: object) -> bool:
+    """True for a line of `kcat -C -J`: topic, partition, offset, payload..."""
+    return (
+        isinstance(obj, dict)
+        and "payload" in obj
+        and "partition" in obj
+        and "topic" in obj
+        and "event_id" not in obj
+    )
+
+
+def _short_topic(topic: object, where: str) -> str:
+    """`presale.clicks` (any prefix) or `clicks` -> `clicks`."""
+    short = topic.rsplit(".", 1)[-1] if isinstance(topic, str) else None
+    if short not in TOPICS:
+        msg = f"{where}: topic {topic!r} is not one of {TOPICS} (after a prefix)"
+        raise RecordingError(msg)
+    return short
+
+
+def _int_field(obj: dict[str, Any], name: str, where: str) -> int:
+    value = obj.get(name)
+    if type(value) is not int or value < 0:
+        msg = f"{where}: {name} must be a whole number, got {value!r}"
+        raise RecordingError(msg)
+    return value
+
+
+def _raw_bytes(text: object, where: str, what: str) -> bytes | None:
+    """A kcat key, payload or header value back to its bytes (`_kcat_loads`)."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        msg = f"{where}: {what} must be a string or null"
+        raise RecordingError(msg)
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        msg = f"{where}: {what} holds a lone surrogate escape"
+        raise RecordingError(msg) from exc
+
+
+def _kcat_entry(obj: dict[str, Any], where: str) -> Entry:
+    headers = obj.get("headers") or []
+    if not isinstance(headers, list) or len(headers) % 2:
+        msg = f"{where}: kcat headers must be a flat list of names and values"
+        raise RecordingError(msg)
+    pairs = []
+    for name, value in zip(headers[::2], headers[1::2], strict=True):
+        if not isinstance(name, str):
+            msg = f"{where}: kcat header names must be strings"
+            raise RecordingError(msg)
+        pairs.append((name, _raw_bytes(value, where, "a header value") or b""))
+    return Entry(
+        topic=_short_topic(obj["topic"], where),
+        key=_raw_bytes(obj.get("key"), where, "key"),
+        value=_raw_bytes(obj["payload"], where, "payload"),
+        partition=_int_field(obj, "partition", where),
+        ts_ms=_int_field(obj, "ts", where) if obj.get("ts") is not None else None,
+        headers=tuple(pairs),
+    )
+
+
+def _b64(text: object, where: str, what: str) -> bytes:
+    if not isinstance(text, str):
+        msg = f"{where}: {what} must be a base64 string"
+        raise RecordingError(msg)
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        msg = f"{where}: {what} is not base64"
+        raise RecordingError(msg) from exc
+
+
+def _v1_entry(obj: object, where: str) -> Entry:
+    """A record line of the versioned format (docs/recordings.md s1c)."""
+    if not isinstance(obj, dict) or obj.get("topic") not in TOPICS:
+        msg = f"{where}: a {FORMAT_NAME} line needs a topic, one of {TOPICS}"
+        raise RecordingError(msg)
+    if ("key" in obj) + ("key_b64" in obj) > 1 or ("raw" in obj) + (
+        "raw_b64" in obj
+    ) != 1:
+        msg = f"{where}: a record line has one of key/key_b64 and one of raw/raw_b64"
+        raise RecordingError(msg)
+    key = (
+        _b64(obj["key_b64"], where, "key_b64")
+        if "key_b64" in obj
+        else _key_bytes(obj.get("key"), where)
+    )
+    if "raw_b64" in obj:
+        value: bytes | None = _b64(obj["raw_b64"], where, "raw_b64")
+    elif obj["raw"] is None:
+        value = None
+    elif isinstance(obj["raw"], str):
+        value = _utf8(obj["raw"], where, "raw")
+    else:
+        msg = f"{where}: raw must be a string or null"
+        raise RecordingError(msg)
+    headers = obj.get("headers") or []
+    if not isinstance(headers, list) or not all(
+        isinstance(h, list) and len(h) == 2 and isinstance(h[0], str) for h in headers
+    ):
+        msg = f"{where}: headers must be a list of [name, base64 value] pairs"
+        raise RecordingError(msg)
+    return Entry(
+        topic=obj["topic"],
+        key=key,
+        value=value,
+        partition=_int_field(obj, "partition", where),
+        ts_ms=_int_field(obj, "ts", where),
+        headers=tuple((h[0], _b64(h[1], where, "a header value")) for h in headers),
+    )
+
+
+def _loads(line: bytes, where: str) -> Any:
+    try:
+        obj = json.loads(line)
+    except UnicodeDecodeError as exc:
+        obj = _kcat_loads(line)
+        if obj is None:
+            msg = f"{where}: not a JSON line ({exc})"
+            raise RecordingError(msg) from exc
+        return obj
+    except (ValueError, RecursionError) as exc:
+        msg = f"{where}: not a JSON line ({exc})"
+        raise RecordingError(msg) from exc
+    if is_kcat(obj):
+        # json.loads decodes bytes with surrogatepass: an encoded surrogate
+        # (ED A0 80) would come back as one character, not its three bytes.
+        return _kcat_loads(line)
+    return obj
+
+
+def _kcat_loads(line: bytes) -> Any:
+    """A kcat line, its strings holding each byte that is not UTF-8 as a
+    surrogateescape character: kcat writes keys and payloads into its JSON as
+    they are, and `_raw_bytes` encodes them back to exactly those bytes."""
+    try:
+        obj = json.loads(line.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        return None
+    return obj if is_kcat(obj) else None
+
+
+def parse_entry(line: bytes, where: str = "line", versioned: bool = False) -> Entry:
+    """One non-blank line -> an entry: a record line of the versioned format
+    when `versioned`, else a kcat line, an envelope or a plain event."""
+    obj = _loads(line, where)
+    if versioned:
+        return _v1_entry(obj, where)
+    if is_kcat(obj):
+        return _kcat_entry(obj, where)
+    if is_envelope(obj):
+        topic, key, value = _envelope_record(obj, where)
+    else:
+        topic, key, value = _event_record(obj, line, where)
+    return Entry(topic, key, value)
+
+
+def read_header(path: str | Path) -> dict[str, Any] | None:
+    """The header of a versioned recording, None for the other formats."""
+    with open_recording(path) as stream:
+        for line in stream:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except (ValueError, RecursionError):
+                    return None
+                if not is_header(obj):
+                    return None
+                check_header(obj, f"{path}:1")
+                return dict(obj)
+    return None
+
+
+def iter_entries(path: str | Path) -> Iterator[Entry]:
+    """Yield the entries of any of the formats, in file order."""
+    versioned = False
+    first = True
     with open_recording(path) as stream:
         for number, line in enumerate(stream, start=1):
             if line.endswith(b"\n"):
                 line = line[:-1]
                 if line.endswith(b"\r"):
                     line = line[:-1]
-            record = parse_line(line, f"{path}:{number}")
-            if record is not None:
-                yield record
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            if first:
+                first = False
+                obj = _loads(line, where)
+                if is_header(obj):
+                    check_header(obj, where)
+                    versioned = True
+                    continue
+            yield parse_entry(line, where, versioned)
 
 
 @dataclass(slots=True)

@@ -1,4 +1,5 @@
-"""The `presale` command: worker, replay, report, reset, seeds."""
+"""The `presale` command: worker, replay, report, reset, seeds, and (in
+streams/cli_recordings.py) record, expect, rehearse."""
 
 from __future__ import annotations
 
@@ -169,7 +170,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        result = asyncio.run(replay(settings, args.files, args.speed, not args.quiet))
+        result = asyncio.run(
+            replay(
+                settings, args.files, args.speed, not args.quiet, args.keep_timestamps
+            )
+        )
     except KeyboardInterrupt:
         print("replay interrupted before it finished", file=sys.stderr)
         return 130
@@ -218,7 +223,16 @@ def parser() -> argparse.ArgumentParser:
         "--speed", type=_speed, default=None, help="max (default) or N x event time"
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--keep-timestamps",
+        action="store_true",
+        help="send a recording's Kafka timestamps (default: now)",
+    )
     r.set_defaults(func=cmd_replay)
+
+    from streams.cli_recordings import add_commands
+
+    add_commands(sub, _common, _settings, _speed)  # record, expect, rehearse
 
     rep = sub.add_parser("report", help="print the campaign state from Redis")
     _common(rep)

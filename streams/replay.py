@@ -8,16 +8,19 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
-from seeds.recording import RecordingError as LineError
-from seeds.recording import iter_records, open_recording
 from streams.errors import KafkaUnavailable, RecordingError
 from streams.kafka import ensure_topics, start_producer
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from seeds.recording import Entry
 
 # Pacing follows the event-time clock; a record more than 10 minutes ahead of it
 # (a malformed ts, a far-future test record) is sent at once, not waited for,
@@ -45,19 +48,30 @@ class ReplayResult:
 
 
 def count_records(paths: list[str]) -> int:
+    # The format's reader, imported when used: streams/ does not import seeds/
+    # when it loads.
+    from seeds.recording import RecordingError as LineError
+    from seeds.recording import open_recording, read_header
+
     total = 0
     for path in paths:
         try:
             with open_recording(path) as f:
                 total += sum(1 for line in f if line.strip())
-        except OSError as exc:
-            msg = f"cannot read {path}: {exc.strerror or exc}"
+            if read_header(path) is not None:
+                total -= 1  # the format line is not a record
+        except LineError as exc:
+            raise RecordingError(str(exc)) from exc
+        except (OSError, EOFError) as exc:  # EOFError: a gzip cut short
+            msg = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
             raise RecordingError(msg) from exc
     return total
 
 
-def _event_ms(value: bytes) -> int | None:
+def _event_ms(value: bytes | None) -> int | None:
     """The `ts` of a record, for pacing; malformed records go out at once."""
+    if value is None:
+        return None
     try:
         ts = orjson.loads(value).get("ts")
     except (orjson.JSONDecodeError, AttributeError):
@@ -95,25 +109,55 @@ class _Pacer:
         return due - time.monotonic()
 
 
-def _records(paths: list[str]) -> Iterator[tuple[str, bytes | None, bytes]]:
+def _records(paths: list[str]) -> Iterator[Entry]:
+    from seeds.recording import RecordingError as LineError
+    from seeds.recording import iter_entries
+
     for path in paths:
         try:
-            yield from iter_records(path)
+            yield from iter_entries(path)
         except LineError as exc:
             raise RecordingError(str(exc)) from exc
-        except OSError as exc:
-            msg = f"cannot read {path}: {exc.strerror or exc}"
+        except (OSError, EOFError) as exc:  # EOFError: a gzip cut short
+            msg = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
             raise RecordingError(msg) from exc
 
 
+async def _send(
+    producer: AIOKafkaProducer,
+    topics: dict[str, str],
+    partitions: dict[str, int],
+    entry: Entry,
+    keep_timestamps: bool,
+) -> asyncio.Future[object]:
+    part = entry.partition
+    future: asyncio.Future[object] = await producer.send(
+        topics[entry.topic],
+        entry.value,
+        key=entry.key,
+        partition=part if part is not None and part < partitions[entry.topic] else None,
+        timestamp_ms=entry.ts_ms if keep_timestamps else None,
+        headers=list(entry.headers) or None,
+    )
+    return future
+
+
 async def replay(
-    settings: Settings, paths: list[str], speed: float | None, progress: bool = True
+    settings: Settings,
+    paths: list[str],
+    speed: float | None,
+    progress: bool = True,
+    keep_timestamps: bool = False,
 ) -> ReplayResult:
-    """Publish `paths`; `speed` None is flat out, N is N times event time."""
+    """Publish `paths`; `speed` None is flat out, N is N times event time (the
+    Kafka timestamps of a recording that has them). A record that names its
+    partition goes to it when the topic has that partition, else its key
+    chooses; `keep_timestamps` sends the recorded Kafka timestamps."""
     total = count_records(paths)
     await ensure_topics(settings)
     producer = await start_producer(settings, request_timeout_ms=_DELIVERY_TIMEOUT_MS)
     topics = {short: settings.topic(short) for short in ("clicks", "carts", "orders")}
+    partitions: dict[str, int] = {}
     published = 0
     started = time.monotonic()
     pacer = _Pacer(speed) if speed is not None else None
@@ -126,19 +170,26 @@ async def replay(
     loop.add_signal_handler(signal.SIGINT, stop.set)  # Ctrl-C: stop cleanly
     interrupted = False
     try:
-        for short, key, value in _records(paths):
+        for short, topic in topics.items():
+            partitions[short] = len(await producer.partitions_for(topic))
+        for entry in _records(paths):
             if stop.is_set():
                 interrupted = True
                 break
             if pacer is not None:
-                delay = pacer.delay_s(_event_ms(value))
+                ts_ms = entry.ts_ms
+                if ts_ms is None:
+                    ts_ms = _event_ms(entry.value)
+                delay = pacer.delay_s(ts_ms)
                 if delay > 0.002:
                     await asyncio.gather(*pending)
                     bar.update(len(pending))
                     pending.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=delay)
-            pending.append(await producer.send(topics[short], value, key=key))
+            pending.append(
+                await _send(producer, topics, partitions, entry, keep_timestamps)
+            )
             published += 1
             if len(pending) >= _IN_FLIGHT:
                 await asyncio.gather(*pending)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tools the ops tests run beside Kafka and Redis: Prometheus (`prometheus`,
-# `promtool`) and headless Chromium, from Debian's packages. Idempotent: when
-# all three are on PATH it only checks (a few ms) and installs nothing.
+# `promtool`), headless Chromium and kcat (the recording tests replay its JSON
+# dumps), from Debian's packages. Idempotent: when all four are on PATH it only
+# checks (a few ms) and installs nothing.
 #
 #   bash deploy/local/tools.sh          # install what is missing
 #
@@ -20,6 +21,7 @@ die() { printf 'tools: ERROR: %s\n' "$*" >&2; exit 1; }
 missing=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
+command -v kcat >/dev/null || missing+=(kcat)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=
@@ -54,5 +56,6 @@ if ! apt_install; then
   apt_install || { tail -n 15 "$LOG" >&2; die "apt-get install ${missing[*]} failed"; }
 fi
 command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null \
-  || die "prometheus, promtool or chromium still missing after apt-get install"
+  && command -v kcat >/dev/null \
+  || die "prometheus, promtool, chromium or kcat still missing after apt-get install"
 say "installed ${missing[*]}"
