@@ -63,7 +63,19 @@ def test_judge_memory_is_bounded_and_its_alerts_exact() -> None:
             await client.hset(prefix + "clock", "clicks:0", f"{now_ms}:{now_ms}")
             await client.hset(prefix + "meta", "surge_through", str(minutes[-2]))
 
-            judge = SurgeJudge(client, prefix, RULES, T0, 0, None, Metrics.create())
+            async def no_records_in_kafka() -> dict[str, int]:
+                return {}  # the clock's partition is caught up (and long idle)
+
+            judge = SurgeJudge(
+                client,
+                prefix,
+                RULES,
+                T0,
+                0,
+                None,
+                Metrics.create(),
+                no_records_in_kafka,
+            )
             tracemalloc.start()
             try:
                 raised = await judge.judge()
