@@ -40,6 +40,12 @@ class CampaignRules:
     yoy_min_baseline_fen: int = 1_000_000
     dedupe_horizon_ms: int = DAY_MS
     dedupe_shards: int = 1_024
+    # Distinct regions a campaign keeps apart (PRESALE_MAX_REGIONS); a new one
+    # past them counts under `other` (CONTRACT section 3).
+    max_regions: int = 64
+    # Last year's first hour per channel: (clicks, orders, gross fen), from
+    # PRESALE_CHANNEL_BASELINE_CSV; read by the report only.
+    channel_baselines: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def first_hour_end_ms(self) -> int:
@@ -64,6 +70,52 @@ class DedupeId(NamedTuple):
     member: str  # a signed 64-bit integer in decimal, so Redis stores it as intset
 
 
+class Facet(NamedTuple):
+    """One more place a counted event adds its counters to: the hash `key`
+    (after the campaign prefix), fields `prefix + name`. A labelled facet
+    (`label` >= 0, an index into Plan.labels) puts the label, as the store
+    admits it under the campaign's cap, before the name: `<label>:<name>`.
+    `names` limits the counters it takes (empty: all of them); `buyers`, when
+    set, is the key prefix of a HyperLogLog of the order's user, with the label.
+
+    The store knows nothing of regions, minutes or the first hour: the planner
+    says where each event adds, so a later layout moves these hashes as data.
+    """
+
+    key: str
+    prefix: str
+    label: int = -1
+    names: tuple[str, ...] = ()
+    buyers: str = ""
+
+
+# What each facet takes (processors/state.py and lua/apply.lua add the same
+# counters to it as to the brand x channel hash).
+FIRST_HOUR_NAMES: Final = ("clicks", "carts", "orders", "gross_gmv_fen")
+MINUTE_NAMES: Final = ("clicks", "carts", "orders", "cancels", "gross_gmv_fen")
+# Hash names of the facets (streams/store.py lists every key).
+REGIONS_KEY: Final = "rg"
+REGIONS_SET: Final = "rgs"
+REGION_BUYERS: Final = "u:rg:"
+FIRST_HOUR_KEY: Final = "fhc"
+MINUTES_KEY: Final = "mn"
+OTHER_REGION: Final = "other"
+
+
+def facets_of(
+    channel: str, region_label: int, minute_ms: int, first_hour: bool
+) -> tuple[Facet, ...]:
+    """Where an event of this channel, region, minute and hour adds, beside its
+    brand x channel counters: its region, its minute, and its channel's first
+    hour when it is in it."""
+    region = Facet(REGIONS_KEY, "", region_label, (), REGION_BUYERS)
+    minute = Facet(MINUTES_KEY, f"{minute_ms}:", -1, MINUTE_NAMES)
+    if first_hour:
+        hour = Facet(FIRST_HOUR_KEY, channel + ":", -1, FIRST_HOUR_NAMES)
+        return (region, minute, hour)
+    return (region, minute)
+
+
 class Tally(NamedTuple):
     """Clicks or carts of one brand and channel in a batch, one id per event.
 
@@ -78,6 +130,7 @@ class Tally(NamedTuple):
     shards: list[int]
     members: list[str]
     ts_ms: list[int]
+    profile: int = 0  # its facets: Plan.profiles[profile]
 
     @property
     def ids(self) -> list[DedupeId]:
@@ -94,6 +147,7 @@ class OrderLine(NamedTuple):
     user_id: str
     ts_ms: int
     first_hour: bool
+    profile: int = 0
 
 
 class CancelLine(NamedTuple):
@@ -101,6 +155,7 @@ class CancelLine(NamedTuple):
     channel: int
     id: DedupeId
     amount_fen: int
+    profile: int = 0
 
 
 Record = tuple[str, int, "Event | Rejection"]  # ("topic:partition", offset, decoded)
@@ -138,6 +193,13 @@ class Plan:
     traffic: dict[int, dict[str, int]] = field(default_factory=dict)
     # The rejected records the plan covers, in order: their dead letters.
     rejections: list[Rejected] = field(default_factory=list)
+    # Each tally's and line's facets by index (its `profile`), and the capped
+    # labels (regions) they name, in order of first appearance: the store
+    # admits a new one while the campaign holds fewer than `label_cap`, else
+    # counts it under `other`.
+    profiles: list[tuple[Facet, ...]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    label_cap: int = 64
 
     @property
     def empty(self) -> bool:
@@ -225,6 +287,10 @@ def plan_batch(
     per_minute: dict[int, int] = {}
     rooms: dict[tuple[int, str], int] = {}
     flash: dict[tuple[int, int], int] = {}
+    # (minute, first hour, region, channel) as one int -> profile index
+    profile_index: dict[int, int] = {}
+    profile_keys: list[tuple[int, int, int]] = []  # (minute, region, channel)
+    region_index: dict[str, int] = {}
     shards = rules.dedupe_shards
     start_ms, end_ms, hour_end_ms = (
         rules.start_ms,
@@ -272,8 +338,17 @@ def plan_batch(
         channel = channel_index[decoded.channel]
         kind = decoded.type
         bc = brand << 4 | channel  # (brand, channel) as one int: a cheaper key
+        minute = ts_ms // MINUTE_MS
+        region = region_index.get(decoded.region)
+        if region is None:
+            region = region_index[decoded.region] = len(region_index)
+        pkey = ((minute << 1 | (ts_ms < hour_end_ms)) << 20 | region) << 4 | channel
+        profile = profile_index.get(pkey)
+        if profile is None:
+            profile = profile_index[pkey] = len(profile_keys)
+            profile_keys.append((minute, region, channel))
         if kind != CANCEL:
-            cell = (ts_ms // MINUTE_MS) << 24 | bc
+            cell = minute << 24 | bc
             per_minute[cell] = per_minute.get(cell, 0) + 1
             if channel == LIVESTREAM and decoded.room_id is not None:
                 room = (ts_ms - ts_ms % MINUTE_MS, decoded.room_id)
@@ -285,9 +360,10 @@ def plan_batch(
             h = hash_id(space[kind] + decoded.event_id.encode())
             shard, member = (h >> 64) % shards, str((h & low64) - sign)
             by_bc = click_ids if kind == CLICK else cart_ids
-            group = by_bc.get(bc)
+            cell = profile << 24 | bc
+            group = by_bc.get(cell)
             if group is None:
-                by_bc[bc] = ([shard], [member], [ts_ms])
+                by_bc[cell] = ([shard], [member], [ts_ms])
             else:
                 group[0].append(shard)
                 group[1].append(member)
@@ -305,6 +381,7 @@ def plan_batch(
                     decoded.user_id,
                     ts_ms,
                     ts_ms < hour_end_ms,
+                    profile,
                 )
             )
         else:
@@ -315,6 +392,7 @@ def plan_batch(
                     channel,
                     DedupeId(*_dedupe(space[kind], decoded.order_id, shards)),
                     decoded.amount_fen,
+                    profile,
                 )
             )
     if last_tp and last > before:
@@ -329,8 +407,21 @@ def plan_batch(
     first_hour_brands = {line.brand for line in orders if line.first_hour}
     targets = {b: rules.targets(brands[b]) for b in first_hour_brands}
     counted_ts.sort()
-    clicks = [Tally(bc >> 4, bc & 0xF, *ids) for bc, ids in click_ids.items()]
-    carts = [Tally(bc >> 4, bc & 0xF, *ids) for bc, ids in cart_ids.items()]
+    # A tally per (brand, channel, profile): its new ids add to both.
+    clicks = [
+        Tally(c >> 4 & 0xFFFFF, c & 0xF, *ids, c >> 24) for c, ids in click_ids.items()
+    ]
+    carts = [
+        Tally(c >> 4 & 0xFFFFF, c & 0xF, *ids, c >> 24) for c, ids in cart_ids.items()
+    ]
+    profiles = [
+        facets_of(CHANNELS[ch], region, minute * MINUTE_MS, first_hour)
+        for (minute, region, ch), first_hour in zip(
+            profile_keys,
+            (bool(pkey >> 24 & 1) for pkey in profile_index),
+            strict=True,
+        )
+    ]
     inputs = unusual
     for key, n in (
         (("clicks", CLICK), sum(len(t.shards) for t in clicks)),
@@ -373,6 +464,9 @@ def plan_batch(
         inputs=inputs,
         traffic=traffic,
         rejections=rejections,
+        profiles=profiles,
+        labels=list(region_index),
+        label_cap=rules.max_regions,
     )
 
 

@@ -55,6 +55,55 @@ def first_hour_summary(
     return {"brands_reached": reached, "brands_doubled": doubled}
 
 
+# The report's `minutes` by default: the latest hour of the GMV curve.
+DEFAULT_MINUTES: Final = 60
+FIRST_HOUR_FIELDS: Final = ("clicks", "carts", "orders", "gross_gmv_fen")
+MINUTE_FIELDS: Final = ("clicks", "orders", "gross_gmv_fen")
+
+
+def ratio(num: int, den: int) -> float | None:
+    """A ratio as the report prints it: rounded to 3 decimals, null over 0."""
+    return round(num / den, 3) if den else None
+
+
+def split_labelled(raw: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """`<label>:<counter>` fields by label (a region may hold a `:` itself)."""
+    out: dict[str, dict[str, int]] = {}
+    for name, value in raw.items():
+        label, _, counter = name.rpartition(":")
+        out.setdefault(label, {})[counter] = value
+    return out
+
+
+def latest_minutes(raw: Mapping[str, int], n: int) -> list[dict[str, int]]:
+    """The latest `n` minutes with counted events, oldest first."""
+    by_minute = split_labelled(raw)
+    latest = sorted(by_minute, key=int)[-n:] if n > 0 else []
+    return [
+        {"minute_ms": int(m), **{f: by_minute[m].get(f, 0) for f in MINUTE_FIELDS}}
+        for m in latest
+    ]
+
+
+def first_hour_block(
+    counts: Mapping[str, int], last_year: tuple[int, int, int] | None
+) -> dict[str, Any]:
+    """A first hour's counts, conversion, and the ratios to last year's
+    (clicks, orders, gross fen): null where last year's is 0 or absent."""
+    block: dict[str, Any] = {f: int(counts.get(f, 0)) for f in FIRST_HOUR_FIELDS}
+    clicks, orders = block["clicks"], block["orders"]
+    block["conversion"] = ratio(orders, clicks)
+    last_clicks, last_orders, last_gross = last_year or (0, 0, 0)
+    block["vs_last_year"] = {
+        "clicks": ratio(clicks, last_clicks),
+        "orders": ratio(orders, last_orders),
+        "gross_gmv": ratio(block["gross_gmv_fen"], last_gross),
+        # (orders / clicks) / (last orders / last clicks), in integers first
+        "conversion": ratio(orders * last_clicks, clicks * last_orders),
+    }
+    return block
+
+
 def milestone_order(m: Mapping[str, Any]) -> tuple[Any, ...]:
     """Milestones in the order they were crossed."""
     return (m["crossed_at_ms"], m["kind"], m["brand_id"], m["threshold_fen"])
@@ -88,19 +137,48 @@ def shape_report(
     watermark_ms: int,
     late: int = 0,
     alerts: list[dict[str, Any]] | None = None,
+    regions: Mapping[str, Mapping[str, int]] | None = None,
+    region_buyers: Mapping[str, int] | None = None,
+    first_hour: Mapping[str, Mapping[str, int]] | None = None,
+    minutes: list[dict[str, int]] | None = None,
 ) -> dict[str, Any]:
+    by_hour = first_hour or {}
+    base = rules.channel_baselines
+    hour_total = {
+        f: sum(c.get(f, 0) for c in by_hour.values()) for f in FIRST_HOUR_FIELDS
+    }
+    # The total's last year is the sum of every channel's in the CSV.
+    last_total = (
+        tuple(sum(v[i] for v in base.values()) for i in range(3)) if base else None
+    )
+    region_counts = regions or {}
     return {
         "campaign": campaign_block(rules),
         "totals": _block(totals, buyers),
         "channels": {
-            ch: _block(channels[ch], channel_buyers.get(ch, 0))
+            ch: {
+                **_block(channels[ch], channel_buyers.get(ch, 0)),
+                "first_hour": first_hour_block(by_hour.get(ch, {}), base.get(ch)),
+            }
             for ch in sorted(channels)
         },
-        "first_hour": first_hour_summary(milestones, rules),
+        "first_hour": {
+            **first_hour_summary(milestones, rules),
+            **first_hour_block(hour_total, last_total),  # type: ignore[arg-type]
+        },
+        "regions": {
+            r: _block(region_counts[r], (region_buyers or {}).get(r, 0))
+            for r in sorted(region_counts)
+        },
+        "minutes": list(minutes or []),
         "brands": [
             {
                 "brand_id": row.brand_id,
                 **_block(row.counters, row.buyers),
+                "vip_share": ratio(
+                    int(row.counters.get("vip_orders", 0)),
+                    int(row.counters.get("orders", 0)),
+                ),
                 "baseline_first_hour_gmv_fen": rules.baselines_fen.get(row.brand_id, 0),
                 "by_channel": {
                     ch: _block(row.by_channel[ch], row.channel_buyers.get(ch, 0))

@@ -76,14 +76,29 @@ local EXACT = 2 ^ 53
 -- Counter hashes: key -> {fields, lows, highs}; each is read with HMGET and
 -- written with one HSET (2,000 fields at a time: an HSET's 4,000 values stay
 -- under unpack's limit) in section 9.
+-- A field queued twice (two facets' profiles adding to one region) adds up.
 local pending = {}
 local function queue_add(key, field, lo, hi)
   local w = pending[key]
   if not w then
-    w = {{}, {}, {}}
+    w = {{}, {}, {}, {}}
     pending[key] = w
   end
-  local i = #w[1] + 1
+  local i = w[4][field]
+  if i then
+    local v = w[2][i] + lo
+    local h = w[3][i] + (hi or 0)
+    if v >= CARRY or v <= -CARRY then
+      local c = v >= 0 and math.floor(v / CARRY) or -math.floor(-v / CARRY)
+      h = h + c
+      v = v - c * CARRY
+    end
+    w[2][i] = v
+    w[3][i] = h
+    return
+  end
+  i = #w[1] + 1
+  w[4][field] = i
   w[1][i] = field
   w[2][i] = lo
   w[3][i] = hi or 0
@@ -233,6 +248,18 @@ local function add(t, name, n)
   t[name] = v
 end
 
+-- profile -> the counters its fresh events add to its facets (section 6b)
+local prof = {}
+local prof_users = {}
+local function psums(p)
+  local t = prof[p]
+  if not t then
+    t = {}
+    prof[p] = t
+  end
+  return t
+end
+
 local owner = 0
 local tallied = 0
 for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
@@ -245,23 +272,33 @@ for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
     tallied = tallied + tally[3]
     if new > 0 then
       add(counters(tally[1], tally[2]), name, new)
+      add(psums(tally[4]), name, new)
     end
   end
 end
 local duplicates = tallied - new_events - late
 
 for _, r in ipairs(plan.r) do
-  -- {brand, channel, amount, qty, vip, user, ts, first_hour}
+  -- {brand, channel, amount, qty, vip, user, ts, first_hour, profile}
   local new = fresh[owner]
   owner = owner + 1
   if new then
     new_events = new_events + 1
     local t, k = counters(r[1], r[2])
-    add(t, "orders", 1)
-    add(t, "units", r[4])
-    add(t, "gross_gmv_fen", r[3])
-    add(t, "net_gmv_fen", r[3])
-    add(t, "vip_orders", r[5])
+    local pt = psums(r[9])
+    for _, u in ipairs({t, pt}) do
+      add(u, "orders", 1)
+      add(u, "units", r[4])
+      add(u, "gross_gmv_fen", r[3])
+      add(u, "net_gmv_fen", r[3])
+      add(u, "vip_orders", r[5])
+    end
+    local pu = prof_users[r[9]]
+    if not pu then
+      pu = {}
+      prof_users[r[9]] = pu
+    end
+    pu[#pu + 1] = r[6]
     local users = buyers[k]
     if not users then
       users = {}
@@ -270,6 +307,7 @@ for _, r in ipairs(plan.r) do
     users[#users + 1] = r[6]
     if r[8] == 1 then
       add(t, "first_hour_gross_gmv_fen", r[3])
+      add(pt, "first_hour_gross_gmv_fen", r[3])
       local s = steps[r[1]]
       if not s then
         s = {}
@@ -283,14 +321,17 @@ for _, r in ipairs(plan.r) do
 end
 
 for _, x in ipairs(plan.x) do
-  -- {brand, channel, amount}
+  -- {brand, channel, amount, profile}
   local new = fresh[owner]
   owner = owner + 1
   if new then
     new_events = new_events + 1
     local t = counters(x[1], x[2])
+    local pt = psums(x[4])
     add(t, "cancels", 1)
     add(t, "net_gmv_fen", -x[3])
+    add(pt, "cancels", 1)
+    add(pt, "net_gmv_fen", -x[3])
   else
     duplicates = duplicates + 1
   end
@@ -359,6 +400,84 @@ for ch, totals in pairs(per_channel) do
     end
   end
 end
+-- 6b. Facets: where the planner says each fresh event also adds
+-- (processors/counting.py:Facet): its region, its minute, its channel's first
+-- hour. A labelled facet names a region: one the campaign holds, or a new one
+-- while it holds fewer than the cap (PRESALE_MAX_REGIONS), in the plan's
+-- order; past the cap, `other`. Decided here, read before any write.
+local resolved = {}
+do
+  local used = {}
+  for p in pairs(prof) do
+    for _, f in ipairs(plan.g[p + 1]) do
+      if f[3] >= 0 then
+        used[f[3]] = true
+      end
+    end
+  end
+  local names, idx = {}, {}
+  for i = 1, #plan.lb do
+    if used[i - 1] then
+      names[#names + 1] = plan.lb[i]
+      idx[#idx + 1] = i - 1
+    end
+  end
+  if #names > 0 then
+    local cap_key = P .. plan.lk
+    must_be(cap_key, "set")
+    local member = chunked("SMISMEMBER", cap_key, names)
+    local size = redis.call("SCARD", cap_key)
+    local admitted = {}
+    for j = 1, #names do
+      if member[j] == 1 then
+        resolved[idx[j]] = names[j]
+      elseif size < plan.lm then
+        size = size + 1
+        resolved[idx[j]] = names[j]
+        admitted[#admitted + 1] = names[j]
+      else
+        resolved[idx[j]] = plan.lo
+      end
+    end
+    if #admitted > 0 then
+      later(function() chunked("SADD", cap_key, admitted) end)
+    end
+  end
+end
+for p, sums in pairs(prof) do
+  local users = prof_users[p]
+  for _, f in ipairs(plan.g[p + 1]) do
+    local key, head, label = P .. f[1], f[2], ""
+    if f[3] >= 0 then
+      label = resolved[f[3]]
+      head = head .. label .. ":"
+    end
+    local only = nil
+    if #f[4] > 0 then
+      only = {}
+      for _, name in ipairs(f[4]) do
+        only[name] = true
+      end
+    end
+    for name, lo in pairs(sums) do
+      if string.sub(name, -1) ~= "^" and (not only or only[name]) then
+        queue_add(key, head .. name, lo, sums[name .. "^"] or 0)
+      end
+    end
+    if users and f[5] ~= "" then
+      local hk = P .. f[5] .. label
+      local list = hll[hk]
+      if not list then
+        list = {}
+        hll[hk] = list
+      end
+      for i = 1, #users do
+        list[#list + 1] = users[i]
+      end
+    end
+  end
+end
+
 for key, users in pairs(hll) do
   must_be(key, "string")  -- a HyperLogLog is a string
   later(function()

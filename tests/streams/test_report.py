@@ -78,7 +78,11 @@ def test_empty_report() -> None:
     assert report["first_hour"] == {
         "brands_reached": {"1000": 0, "5000": 0},
         "brands_doubled": 0,
+        **dict.fromkeys(("clicks", "carts", "orders", "gross_gmv_fen"), 0),
+        "conversion": None,
+        "vs_last_year": dict.fromkeys(("clicks", "orders", "gross_gmv", "conversion")),
     }
+    assert (report["regions"], report["minutes"]) == ({}, [])
     assert (report["brands"], report["milestones"], report["alerts"]) == ([], [], [])
     assert report["dead_letters"] == 0
 
@@ -113,11 +117,12 @@ def test_counter_field_order() -> None:
         brands=[row],
     )
     assert list(report["totals"]) == CONTRACT_FIELDS
-    assert list(report["channels"]["search"]) == CONTRACT_FIELDS
+    assert list(report["channels"]["search"]) == [*CONTRACT_FIELDS, "first_hour"]
     brand = report["brands"][0]
     assert list(brand) == [
         "brand_id",
         *CONTRACT_FIELDS,
+        "vip_share",
         "baseline_first_hour_gmv_fen",
         "by_channel",
     ]
@@ -143,10 +148,8 @@ def test_brands_reached_and_doubled() -> None:
             milestone("yoy_double", "b2", 900),
         ]
     )
-    assert report["first_hour"] == {
-        "brands_reached": {"1000": 3, "5000": 1},
-        "brands_doubled": 2,
-    }
+    summary = {k: report["first_hour"][k] for k in ("brands_reached", "brands_doubled")}
+    assert summary == {"brands_reached": {"1000": 3, "5000": 1}, "brands_doubled": 2}
     assert len(report["milestones"]) == 7
 
 
