@@ -25,6 +25,7 @@ from streams.kafka import RenewableProducer, ensure_topics, lag, log_end_offsets
 from streams.metrics import Metrics
 from streams.outbox import OutboxPublisher
 from streams.pipeline import Pipeline
+from streams.report import DEFAULT_MINUTES
 from streams.settings import Settings
 from streams.store import RedisStore, intset_advice
 
@@ -140,7 +141,13 @@ def create_app(
             consumer_lag = lag(ends, await store.applied_offsets(ends))
         except PresaleError:
             consumer_lag = None
-        body = await store.report(top=int(top) if top and top.isdigit() else None)
+        minutes = request.query.get("minutes")
+        body = await store.report(
+            top=int(top) if top and top.isdigit() else None,
+            minutes=min(int(minutes), 10_080)
+            if minutes and minutes.isdigit()
+            else DEFAULT_MINUTES,
+        )
         body["consumer_lag"] = consumer_lag
         return web.json(body)
 

@@ -37,7 +37,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-async def _report(settings: Settings, top: int | None) -> dict[str, Any]:
+async def _report(
+    settings: Settings, top: int | None, minutes: int | None = None
+) -> dict[str, Any]:
     from streams.kafka import lag, log_end_offsets
     from streams.store import RedisStore
 
@@ -49,7 +51,10 @@ async def _report(settings: Settings, top: int | None) -> dict[str, Any]:
         # before the first read is in the counters read last: lag 0 is true.
         ends = await log_end_offsets(settings, ("clicks", "carts", "orders"))
         applied = await store.applied_offsets(ends)
-        report = await store.report(top=top)
+        if minutes is None:
+            report = await store.report(top=top)
+        else:
+            report = await store.report(top=top, minutes=minutes)
         report["consumer_lag"] = lag(ends, applied)
         return report
     finally:
@@ -58,7 +63,7 @@ async def _report(settings: Settings, top: int | None) -> dict[str, Any]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    report = asyncio.run(_report(settings, args.top))
+    report = asyncio.run(_report(settings, args.top, args.minutes))
     if args.json:
         sys.stdout.write(
             orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n"
@@ -83,6 +88,17 @@ def _top_n(text: str) -> int:
 
     if not text.isdigit() or not 1 <= int(text) <= MAX_TOP:
         msg = f"--top must be a whole number from 1 to {MAX_TOP}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(text)
+
+
+# Minutes of the GMV curve a report may ask for: a week of them.
+MAX_MINUTES = 10_080
+
+
+def _minutes_n(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= MAX_MINUTES:
+        msg = f"--minutes must be a whole number from 0 to {MAX_MINUTES}, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return int(text)
 
@@ -218,6 +234,12 @@ def parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="the JSON object of CONTRACT s7"
     )
     rep.add_argument("--top", type=int, default=None, help="only the N biggest brands")
+    rep.add_argument(
+        "--minutes",
+        type=_minutes_n,
+        default=None,
+        help="the latest N minutes of the GMV curve (default 60)",
+    )
     rep.set_defaults(func=cmd_report)
 
     t = sub.add_parser("top", help="the live view in the terminal, refreshing")

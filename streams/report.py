@@ -199,6 +199,55 @@ def shape_report(
     }
 
 
+def times(value: float | None) -> str:
+    """A ratio to last year as a change: 1.4 -> +40%, null -> n/a."""
+    if value is None:
+        return "n/a"
+    return f"{(value - 1) * 100:+.0f}%" if value < 2 else f"{value:.1f}x"
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def first_hour_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The first hour per channel and in total, against last year: the rows
+    `presale report` and `presale top` print."""
+    rows: list[tuple[str, ...]] = []
+    blocks = [(ch, c["first_hour"]) for ch, c in report.get("channels", {}).items()]
+    if "clicks" in report["first_hour"]:
+        blocks.append(("total", report["first_hour"]))
+    for name, fh in blocks:
+        vs = fh["vs_last_year"]
+        rows.append(
+            (
+                name,
+                f"{fh['clicks']:,}",
+                times(vs["clicks"]),
+                f"{fh['orders']:,}",
+                times(vs["orders"]),
+                yuan(fh["gross_gmv_fen"]),
+                times(vs["gross_gmv"]),
+                percent(fh["conversion"]),
+                times(vs["conversion"]),
+            )
+        )
+    return rows
+
+
+FIRST_HOUR_COLUMNS: Final = (
+    "channel",
+    "clicks",
+    "vs LY",
+    "orders",
+    "vs LY",
+    "gross GMV",
+    "vs LY",
+    "conversion",
+    "vs LY",
+)
+
+
 def yuan(fen: int) -> str:
     """Fen as an exact yuan amount, e.g. ¥123,456.78."""
     return f"¥{fen / 100:,.2f}"
@@ -208,6 +257,7 @@ def table(report: Mapping[str, Any]) -> Any:
     """A rich renderable of the report, for `presale report` without --json."""
     from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     camp = report["campaign"]
     t = report["totals"]
@@ -231,7 +281,16 @@ def table(report: Mapping[str, Any]) -> Any:
         "unknown" if lag is None else f"{lag:,}",
     )
     brands = Table(title="brands by gross GMV")
-    for col in ("#", "brand", "gross GMV", "net GMV", "first hour", "orders", "clicks"):
+    for col in (
+        "#",
+        "brand",
+        "gross GMV",
+        "net GMV",
+        "first hour",
+        "orders",
+        "clicks",
+        "VIP share",
+    ):
         brands.add_column(col, justify="left" if col == "brand" else "right")
     for i, b in enumerate(report["brands"], start=1):
         brands.add_row(
@@ -242,11 +301,44 @@ def table(report: Mapping[str, Any]) -> Any:
             yuan(b["first_hour_gross_gmv_fen"]),
             f"{b['orders']:,}",
             f"{b['clicks']:,}",
+            percent(b.get("vip_share")),
         )
+    hour = Table(title="first hour against last year")
+    for col in FIRST_HOUR_COLUMNS:
+        hour.add_column(col, justify="left" if col == "channel" else "right")
+    for line in first_hour_rows(report):
+        hour.add_row(*line)
+    regions = Table(title="regions by gross GMV")
+    for col in ("region", "gross GMV", "orders", "clicks", "buyers (≈)"):
+        regions.add_column(col, justify="left" if col == "region" else "right")
+    by_gross = sorted(
+        report.get("regions", {}).items(),
+        key=lambda kv: (-kv[1]["gross_gmv_fen"], kv[0]),
+    )
+    for name, r in by_gross:
+        regions.add_row(
+            Text(name),
+            yuan(r["gross_gmv_fen"]),
+            f"{r['orders']:,}",
+            f"{r['clicks']:,}",
+            f"{r['buyers']:,}",
+        )
+    curve = Table(title="GMV by event-time minute (UTC)")
+    for col in ("minute", "clicks", "orders", "gross GMV"):
+        curve.add_column(col, justify="right")
+    for m in report.get("minutes", []):
+        minute = datetime.fromtimestamp(m["minute_ms"] / 1000, tz=UTC)
+        curve.add_row(
+            minute.strftime("%m-%d %H:%M"),
+            f"{m['clicks']:,}",
+            f"{m['orders']:,}",
+            yuan(m["gross_gmv_fen"]),
+        )
+    parts = [head, brands, hour, regions, curve]
     alerts = report.get("alerts") or []
     head.add_row("surge alerts", f"{len(alerts):,}", "", "")
     if not alerts:
-        return Group(head, brands)
+        return Group(*parts)
     feed = Table(title="newest surge alerts")
     for col in (
         "minute (UTC)",
@@ -269,4 +361,4 @@ def table(report: Mapping[str, Any]) -> Any:
             f"{a['ratio']:.2f}",
             a["severity"],
         )
-    return Group(head, brands, feed)
+    return Group(*parts, feed)
