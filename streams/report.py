@@ -98,8 +98,11 @@ def first_hour_block(
         "clicks": ratio(clicks, last_clicks),
         "orders": ratio(orders, last_orders),
         "gross_gmv": ratio(block["gross_gmv_fen"], last_gross),
-        # (orders / clicks) / (last orders / last clicks), in integers first
-        "conversion": ratio(orders * last_clicks, clicks * last_orders),
+        # (orders / clicks) / (last orders / last clicks), in integers first;
+        # null when last year's conversion is 0 or has no clicks under it
+        "conversion": ratio(orders * last_clicks, clicks * last_orders)
+        if last_clicks
+        else None,
     }
     return block
 

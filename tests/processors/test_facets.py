@@ -192,6 +192,11 @@ def test_first_hour_by_channel() -> None:
             {"livestream": (0, 0, 400)},
             {"clicks": None, "orders": None, "gross_gmv": 1.25, "conversion": None},
         ),
+        # no clicks under last year's orders: no conversion to compare with
+        (
+            {"livestream": (0, 1, 0)},
+            {"clicks": None, "orders": 1.0, "gross_gmv": None, "conversion": None},
+        ),
         # no row for the channel
         (
             {"search": (10, 1, 1)},
@@ -213,7 +218,7 @@ def test_vs_last_year(
     clicks, _orders, gross = (sum(v[i] for v in baseline.values()) for i in range(3))
     total = report["first_hour"]["vs_last_year"]
     assert total["clicks"] == (round(3 / clicks, 3) if clicks else None)
-    assert total["gross_gmv"] == round(500 / gross, 3)
+    assert total["gross_gmv"] == (round(500 / gross, 3) if gross else None)
 
 
 def test_minutes() -> None:
