@@ -127,10 +127,15 @@ def _apply_facets(
     profile_buyers: dict[int, list[str]],
 ) -> None:
     """Add each profile's counters to its facets' hashes (lua/apply.lua 6b)."""
-    used = {f.label for p in by_profile for f in plan.profiles[p] if f.label >= 0}
+    used = {
+        plan.facets[f].label
+        for p in by_profile
+        for f in plan.profiles[p]
+        if plan.facets[f].label >= 0
+    }
     resolved = _admit(state, plan, used)
     for p, counts in by_profile.items():
-        for facet in plan.profiles[p]:
+        for facet in (plan.facets[f] for f in plan.profiles[p]):
             target = state.hashes.setdefault(facet.key, {})
             head = _facet_field(facet, resolved)
             for name, n in counts.items():
@@ -173,18 +178,20 @@ def apply_plan(
     for field_name, tallies in (("clicks", plan.clicks), ("carts", plan.carts)):
         for tally in tallies:
             fresh = 0
-            for ident, ts_ms in zip(tally.ids, tally.ts_ms, strict=True):
+            for ident, ts_ms, profile in zip(
+                tally.ids, tally.ts_ms, tally.profiles, strict=True
+            ):
                 if is_late(ts_ms, state.watermark_ms, horizon):
                     late += 1
                     continue
                 gen = dedupe_generation(ts_ms, horizon)
                 if _first_seen(state.seen.setdefault(gen, set()), ident):
                     fresh += 1
+                    _add(by_profile[profile], field_name, 1)
                 else:
                     duplicates += 1
             if fresh:  # an all-duplicate tally adds no channel entry
                 delta[tally.brand, tally.channel][field_name] += fresh
-                _add(by_profile[tally.profile], field_name, fresh)
             new_events += fresh
     state.late += late
     for order in plan.orders:

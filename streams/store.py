@@ -101,8 +101,8 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             "o": [[tp, before, last] for tp, (before, last) in plan.offsets.items()],
             "b": plan.brands,
             "n": CHANNELS,
-            "c": [[t.brand, t.channel, len(t.shards), t.profile] for t in plan.clicks],
-            "k": [[t.brand, t.channel, len(t.shards), t.profile] for t in plan.carts],
+            "c": [[t.brand, t.channel, len(t.shards)] for t in plan.clicks],
+            "k": [[t.brand, t.channel, len(t.shards)] for t in plan.carts],
             "r": [
                 [
                     o.brand,
@@ -119,8 +119,10 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
             ],
             "x": [[x.brand, x.channel, x.amount_fen, x.profile] for x in plan.cancels],
             # Facets (processors/counting.py:Facet): [key, prefix, label, names,
-            # buyers] per profile, the capped labels, their set, cap and overflow.
-            "g": [[list(f) for f in facets] for facets in plan.profiles],
+            # buyers] each; each profile's facet indexes; the capped labels,
+            # their set, cap and overflow.
+            "gf": [list(f) for f in plan.facets],
+            "g": plan.profiles,
             "lb": plan.labels,
             "lk": REGIONS_SET,
             "lm": plan.label_cap,
@@ -144,7 +146,7 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
     )
 
 
-ClickGroup = tuple[int, int, list[str], list[int], list[int], list[int]]
+ClickGroup = tuple[int, int, list[str], list[int], list[int], list[int], list[int]]
 OrderGroup = tuple[int, list[str], list[int]]
 
 
@@ -156,9 +158,10 @@ def _dedupe_groups(
     Each id once, at its first occurrence in the batch (a later one is a
     duplicate whatever Redis says, or late with it), with its owner: the index
     of its tally or line, counting clicks, carts, orders and cancels in turn.
-    Clicks and carts: [generation, shard, ids, owners, event times, repeats],
-    the generation that of the event time, repeats a flat list of (index in
-    the group, copies) for ids met again in the batch. Orders and cancels:
+    Clicks and carts: [generation, shard, ids, owners, event times, repeats,
+    profiles], the generation that of the event time, repeats a flat list of
+    (index in the group, copies) for ids met again in the batch, profiles
+    each id's (Plan.profiles: where a fresh one adds). Orders and cancels:
     [shard, ids, owners]. Grouped here, so the atomic step, which holds Redis,
     does the least per id.
     """
@@ -167,8 +170,8 @@ def _dedupe_groups(
     get, find = clicks.get, where.get
     owner = 0
     for tally in chain(plan.clicks, plan.carts):
-        for shard, member, ts_ms in zip(
-            tally.shards, tally.members, tally.ts_ms, strict=True
+        for shard, member, ts_ms, profile in zip(
+            tally.shards, tally.members, tally.ts_ms, tally.profiles, strict=True
         ):
             met = find(member)
             if met is not None:
@@ -177,11 +180,12 @@ def _dedupe_groups(
             key = (ts_ms // horizon_ms, shard)
             group = get(key)
             if group is None:
-                group = clicks[key] = (key[0], shard, [], [], [], [])
+                group = clicks[key] = (key[0], shard, [], [], [], [], [])
             where[member] = (group, len(group[2]))
             group[2].append(member)
             group[3].append(owner)
             group[4].append(ts_ms)
+            group[6].append(profile)
         owner += 1
     orders: dict[int, OrderGroup] = {}
     seen: set[str] = set()

@@ -165,9 +165,12 @@ end
 -- looked up, and its repeats in the batch are late too. Orders and cancels:
 -- [shard, ids, owners], kept for the campaign's life.
 local fresh = {}  -- owner -> its ids Redis had not seen
+-- profile -> fresh clicks, fresh carts (owners below #plan.c are click tallies)
+local fresh_clicks, fresh_carts = {}, {}
+local n_click_tallies = #plan.c
 local late = 0
 local new_gens = {}
-local function dedupe(key, members, owners)
+local function dedupe(key, members, owners, profiles)
   if #members == 0 then
     return
   end
@@ -179,6 +182,14 @@ local function dedupe(key, members, owners)
       new[n] = members[i]
       local owner = owners[i]
       fresh[owner] = (fresh[owner] or 0) + 1
+      if profiles then
+        local p = profiles[i]
+        if owner < n_click_tallies then
+          fresh_clicks[p] = (fresh_clicks[p] or 0) + 1
+        else
+          fresh_carts[p] = (fresh_carts[p] or 0) + 1
+        end
+      end
     end
   end
   if n > 0 then
@@ -186,17 +197,19 @@ local function dedupe(key, members, owners)
   end
 end
 for _, group in ipairs(plan.dc) do
-  local gen, shard, members, owners, times, reps = group[1], group[2], group[3],
-    group[4], group[5], group[6]
+  local gen, shard, members, owners, times, reps, profs = group[1], group[2],
+    group[3], group[4], group[5], group[6], group[7]
   local is_late = {}
-  local m, o = {}, {}
+  local m, o, pr = {}, {}, {}
   for i = 1, #members do
     if times[i] < cutoff then
       is_late[i] = true
       late = late + 1
     else
-      m[#m + 1] = members[i]
-      o[#o + 1] = owners[i]
+      local k = #m + 1
+      m[k] = members[i]
+      o[k] = owners[i]
+      pr[k] = profs[i]
     end
   end
   for i = 1, #reps, 2 do
@@ -206,7 +219,7 @@ for _, group in ipairs(plan.dc) do
   end
   if #m > 0 then
     new_gens[fmt(gen)] = true
-    dedupe(P .. "dd:" .. fmt(gen) .. ":" .. shard, m, o)
+    dedupe(P .. "dd:" .. fmt(gen) .. ":" .. shard, m, o, pr)
   end
 end
 for _, group in ipairs(plan.dr) do
@@ -272,11 +285,16 @@ for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
     tallied = tallied + tally[3]
     if new > 0 then
       add(counters(tally[1], tally[2]), name, new)
-      add(psums(tally[4]), name, new)
     end
   end
 end
 local duplicates = tallied - new_events - late
+for p, n in pairs(fresh_clicks) do
+  psums(p).clicks = n
+end
+for p, n in pairs(fresh_carts) do
+  psums(p).carts = n
+end
 
 for _, r in ipairs(plan.r) do
   -- {brand, channel, amount, qty, vip, user, ts, first_hour, profile}
@@ -402,17 +420,46 @@ for ch, totals in pairs(per_channel) do
 end
 -- 6b. Facets: where the planner says each fresh event also adds
 -- (processors/counting.py:Facet): its region, its minute, its channel's first
--- hour. A labelled facet names a region: one the campaign holds, or a new one
--- while it holds fewer than the cap (PRESALE_MAX_REGIONS), in the plan's
--- order; past the cap, `other`. Decided here, read before any write.
+-- hour. Each profile's sums go to its facets' cells first, so a cell met by
+-- many profiles is queued once. A labelled facet names a region: one the
+-- campaign holds, or a new one while it holds fewer than the cap
+-- (PRESALE_MAX_REGIONS), in the plan's order; past the cap, `other`.
+-- Decided here, read before any write.
+local cell_sums, cell_users = {}, {}
+for p, sums in pairs(prof) do
+  local users = prof_users[p]
+  for _, f in ipairs(plan.g[p + 1]) do
+    local cs = cell_sums[f]
+    if not cs then
+      cs = {}
+      cell_sums[f] = cs
+    end
+    for name, v in pairs(sums) do
+      if string.sub(name, -1) == "^" then
+        cs[name] = (cs[name] or 0) + v
+      else
+        add(cs, name, v)
+      end
+    end
+    if users then
+      local cu = cell_users[f]
+      if not cu then
+        cu = {}
+        cell_users[f] = cu
+      end
+      for i = 1, #users do
+        cu[#cu + 1] = users[i]
+      end
+    end
+  end
+end
 local resolved = {}
 do
   local used = {}
-  for p in pairs(prof) do
-    for _, f in ipairs(plan.g[p + 1]) do
-      if f[3] >= 0 then
-        used[f[3]] = true
-      end
+  for f in pairs(cell_sums) do
+    local label = plan.gf[f + 1][3]
+    if label >= 0 then
+      used[label] = true
     end
   end
   local names, idx = {}, {}
@@ -444,36 +491,35 @@ do
     end
   end
 end
-for p, sums in pairs(prof) do
-  local users = prof_users[p]
-  for _, f in ipairs(plan.g[p + 1]) do
-    local key, head, label = P .. f[1], f[2], ""
-    if f[3] >= 0 then
-      label = resolved[f[3]]
-      head = head .. label .. ":"
+for f, sums in pairs(cell_sums) do
+  local facet = plan.gf[f + 1]
+  local key, head, label = P .. facet[1], facet[2], ""
+  if facet[3] >= 0 then
+    label = resolved[facet[3]]
+    head = head .. label .. ":"
+  end
+  local only = nil
+  if #facet[4] > 0 then
+    only = {}
+    for _, name in ipairs(facet[4]) do
+      only[name] = true
     end
-    local only = nil
-    if #f[4] > 0 then
-      only = {}
-      for _, name in ipairs(f[4]) do
-        only[name] = true
-      end
+  end
+  for name, lo in pairs(sums) do
+    if string.sub(name, -1) ~= "^" and (not only or only[name]) then
+      queue_add(key, head .. name, lo, sums[name .. "^"] or 0)
     end
-    for name, lo in pairs(sums) do
-      if string.sub(name, -1) ~= "^" and (not only or only[name]) then
-        queue_add(key, head .. name, lo, sums[name .. "^"] or 0)
-      end
+  end
+  local users = cell_users[f]
+  if users and facet[5] ~= "" then
+    local hk = P .. facet[5] .. label
+    local list = hll[hk]
+    if not list then
+      list = {}
+      hll[hk] = list
     end
-    if users and f[5] ~= "" then
-      local hk = P .. f[5] .. label
-      local list = hll[hk]
-      if not list then
-        list = {}
-        hll[hk] = list
-      end
-      for i = 1, #users do
-        list[#list + 1] = users[i]
-      end
+    for i = 1, #users do
+      list[#list + 1] = users[i]
     end
   end
 end
