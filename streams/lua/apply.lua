@@ -200,16 +200,25 @@ for _, group in ipairs(plan.dc) do
   local gen, shard, members, owners, times, reps, profs = group[1], group[2],
     group[3], group[4], group[5], group[6], group[7]
   local is_late = {}
-  local m, o, pr = {}, {}, {}
+  -- Late ids are rare: a group without one is looked up as it came.
+  local m, o, pr = members, owners, profs
   for i = 1, #members do
     if times[i] < cutoff then
-      is_late[i] = true
-      late = late + 1
-    else
-      local k = #m + 1
-      m[k] = members[i]
-      o[k] = owners[i]
-      pr[k] = profs[i]
+      m, o, pr = {}, {}, {}
+      break
+    end
+  end
+  if m ~= members then
+    for i = 1, #members do
+      if times[i] < cutoff then
+        is_late[i] = true
+        late = late + 1
+      else
+        local k = #m + 1
+        m[k] = members[i]
+        o[k] = owners[i]
+        pr[k] = profs[i]
+      end
     end
   end
   for i = 1, #reps, 2 do
@@ -304,13 +313,16 @@ for _, r in ipairs(plan.r) do
     new_events = new_events + 1
     local t, k = counters(r[1], r[2])
     local pt = psums(r[9])
-    for _, u in ipairs({t, pt}) do
-      add(u, "orders", 1)
-      add(u, "units", r[4])
-      add(u, "gross_gmv_fen", r[3])
-      add(u, "net_gmv_fen", r[3])
-      add(u, "vip_orders", r[5])
-    end
+    add(t, "orders", 1)
+    add(t, "units", r[4])
+    add(t, "gross_gmv_fen", r[3])
+    add(t, "net_gmv_fen", r[3])
+    add(t, "vip_orders", r[5])
+    add(pt, "orders", 1)
+    add(pt, "units", r[4])
+    add(pt, "gross_gmv_fen", r[3])
+    add(pt, "net_gmv_fen", r[3])
+    add(pt, "vip_orders", r[5])
     local pu = prof_users[r[9]]
     if not pu then
       pu = {}
