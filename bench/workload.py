@@ -83,8 +83,9 @@ def campaign_env() -> dict[str, str]:
     """The recording's campaign settings, as PRESALE_* variables (absolute paths)."""
     raw = json.loads(BASE_SETTINGS.read_text())
     env = {k: str(v) for k, v in raw.items()}
-    baseline = BASE_SETTINGS.parent / raw["PRESALE_BASELINE_CSV"]
-    env["PRESALE_BASELINE_CSV"] = str(baseline)
+    for name in ("PRESALE_BASELINE_CSV", "PRESALE_CHANNEL_BASELINE_CSV"):
+        if name in raw:
+            env[name] = str(BASE_SETTINGS.parent / raw[name])
     return env
 
 

@@ -8,7 +8,7 @@ store (Redis, or the in-memory `state` module) decides which ids are new.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -49,6 +49,12 @@ class CampaignRules:
     yoy_min_baseline_fen: int = 1_000_000
     dedupe_horizon_ms: int = DAY_MS
     dedupe_shards: int = 1_024
+    # Distinct regions a campaign keeps apart (PRESALE_MAX_REGIONS); a new one
+    # past them counts under `other` (CONTRACT section 3).
+    max_regions: int = 64
+    # Last year's first hour per channel: (clicks, orders, gross fen), from
+    # PRESALE_CHANNEL_BASELINE_CSV; read by the report only.
+    channel_baselines: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def first_hour_end_ms(self) -> int:
@@ -73,6 +79,53 @@ class DedupeId(NamedTuple):
     member: str  # a signed 64-bit integer in decimal, so Redis stores it as intset
 
 
+class Facet(NamedTuple):
+    """One more place a counted event adds its counters to: the hash `key`
+    (after the campaign prefix), fields `prefix + name`. A labelled facet
+    (`label` >= 0, an index into Plan.labels) puts the label, as the store
+    admits it under the campaign's cap, before the name: `<label>:<name>`.
+    `names` limits the counters it takes (empty: all of them); `buyers`, when
+    set, is the key prefix of a HyperLogLog of the order's user, with the label.
+
+    The store knows nothing of regions, minutes or the first hour: the planner
+    says where each event adds, so a later layout moves these hashes as data.
+    """
+
+    key: str
+    prefix: str
+    label: int = -1
+    names: tuple[str, ...] = ()
+    buyers: str = ""
+
+
+# What each facet takes (processors/state.py and lua/apply.lua add the same
+# counters to it as to the brand x channel hash).
+FIRST_HOUR_NAMES: Final = ("clicks", "carts", "orders", "gross_gmv_fen")
+MINUTE_NAMES: Final = ("clicks", "carts", "orders", "cancels", "gross_gmv_fen")
+# Hash names of the facets (streams/store.py lists every key).
+REGIONS_KEY: Final = "rg"
+REGIONS_SET: Final = "rgs"
+REGION_BUYERS: Final = "u:rg:"
+FIRST_HOUR_KEY: Final = "fhc"
+MINUTES_KEY: Final = "mn"
+OTHER_REGION: Final = "other"
+
+
+def region_facet(label: int) -> Facet:
+    """A region's counters and buyers, under its name as admitted."""
+    return Facet(REGIONS_KEY, "", label, (), REGION_BUYERS)
+
+
+def minute_facet(minute_ms: int) -> Facet:
+    """The campaign's counters of one event-time minute (the GMV curve)."""
+    return Facet(MINUTES_KEY, f"{minute_ms}:", -1, MINUTE_NAMES)
+
+
+def first_hour_facet(channel: str) -> Facet:
+    """A channel's first-hour counters (CONTRACT 3b)."""
+    return Facet(FIRST_HOUR_KEY, channel + ":", -1, FIRST_HOUR_NAMES)
+
+
 class Tally(NamedTuple):
     """Clicks or carts of one brand and channel in a batch, one id per event.
 
@@ -87,6 +140,8 @@ class Tally(NamedTuple):
     shards: list[int]
     members: list[str]
     ts_ms: list[int]
+    # Each id's profile (Plan.profiles): the facets it adds to when fresh.
+    profiles: Sequence[int] = ()
 
     @property
     def ids(self) -> list[DedupeId]:
@@ -103,6 +158,7 @@ class OrderLine(NamedTuple):
     user_id: str
     ts_ms: int
     first_hour: bool
+    profile: int = 0
 
 
 class PartitionClock(NamedTuple):
@@ -148,6 +204,7 @@ class CancelLine(NamedTuple):
     channel: int
     id: DedupeId
     amount_fen: int
+    profile: int = 0
 
 
 Record = tuple[str, int, "Event | Rejection"]  # ("topic:partition", offset, decoded)
@@ -186,6 +243,16 @@ class Plan:
     traffic: dict[int, dict[str, int]] = field(default_factory=dict)
     # The rejected records the plan covers, in order: their dead letters.
     rejections: list[Rejected] = field(default_factory=list)
+    # The facets the batch's events add to, and per profile (one per
+    # combination of region, minute, channel and first hour met in the batch)
+    # the indexes of its facets: each id and line names its profile. The
+    # capped labels (regions) the facets name, in order of first appearance:
+    # the store admits a new one while the campaign holds fewer than
+    # `label_cap`, else counts it under `other`.
+    facets: list[Facet] = field(default_factory=list)
+    profiles: list[tuple[int, ...]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    label_cap: int = 64
 
     @property
     def empty(self) -> bool:
@@ -253,8 +320,8 @@ def plan_batch(
     offsets: dict[str, tuple[int, int]] = {}  # "topic:partition" -> (first, last)
     brand_index: dict[str, int] = {}
     # brand << 4 | channel -> (shards, members, event times) of its clicks, carts
-    click_ids: dict[int, tuple[list[int], list[str], list[int]]] = {}
-    cart_ids: dict[int, tuple[list[int], list[str], list[int]]] = {}
+    click_ids: dict[int, tuple[list[int], list[str], list[int], list[int]]] = {}
+    cart_ids: dict[int, tuple[list[int], list[str], list[int], list[int]]] = {}
     hash_id = xxh3_128_intdigest
     low64, sign = _LOW64, _SIGN
     orders: list[OrderLine] = []
@@ -276,6 +343,8 @@ def plan_batch(
     per_minute: dict[int, int] = {}
     rooms: dict[tuple[int, str], int] = {}
     flash: dict[tuple[int, int], int] = {}
+    # (region, minute, first hour, channel) -> profile index
+    profile_index: dict[tuple[str, int], int] = {}
     shards = rules.dedupe_shards
     start_ms, end_ms, hour_end_ms = (
         rules.start_ms,
@@ -321,8 +390,19 @@ def plan_batch(
         channel = channel_index[decoded.channel]
         kind = decoded.type
         bc = brand << 4 | channel  # (brand, channel) as one int: a cheaper key
+        minute = ts_ms // MINUTE_MS
+        # (region, minute << 5 | first hour << 4 | channel): one lookup; past
+        # the first hour the channel adds to no facet, so it is left out (a
+        # batch then holds 7x fewer profiles)
+        if ts_ms < hour_end_ms:
+            pkey = (decoded.region, minute << 5 | 16 | channel)
+        else:
+            pkey = (decoded.region, minute << 5)
+        profile = profile_index.get(pkey)
+        if profile is None:
+            profile = profile_index[pkey] = len(profile_index)
         if kind != CANCEL:
-            cell = (ts_ms // MINUTE_MS) << 24 | bc
+            cell = minute << 24 | bc
             per_minute[cell] = per_minute.get(cell, 0) + 1
             if channel == LIVESTREAM and decoded.room_id is not None:
                 room = (ts_ms - ts_ms % MINUTE_MS, decoded.room_id)
@@ -336,11 +416,12 @@ def plan_batch(
             by_bc = click_ids if kind == CLICK else cart_ids
             group = by_bc.get(bc)
             if group is None:
-                by_bc[bc] = ([shard], [member], [ts_ms])
+                by_bc[bc] = ([shard], [member], [ts_ms], [profile])
             else:
                 group[0].append(shard)
                 group[1].append(member)
                 group[2].append(ts_ms)
+                group[3].append(profile)
         elif kind == ORDER:
             assert decoded.order_id is not None
             orders.append(
@@ -354,6 +435,7 @@ def plan_batch(
                     decoded.user_id,
                     ts_ms,
                     ts_ms < hour_end_ms,
+                    profile,
                 )
             )
         else:
@@ -364,6 +446,7 @@ def plan_batch(
                     channel,
                     DedupeId(*_dedupe(space[kind], decoded.order_id, shards)),
                     decoded.amount_fen,
+                    profile,
                 )
             )
     if last_tp and last > before:
@@ -382,6 +465,7 @@ def plan_batch(
     counted_ts.sort()
     clicks = [Tally(bc >> 4, bc & 0xF, *ids) for bc, ids in click_ids.items()]
     carts = [Tally(bc >> 4, bc & 0xF, *ids) for bc, ids in cart_ids.items()]
+    facets, profiles, labels = _facets(profile_index)
     inputs = unusual
     for key, n in (
         (("clicks", CLICK), sum(len(t.shards) for t in clicks)),
@@ -424,7 +508,44 @@ def plan_batch(
         inputs=inputs,
         traffic=traffic,
         rejections=rejections,
+        facets=facets,
+        profiles=profiles,
+        labels=labels,
+        label_cap=rules.max_regions,
     )
+
+
+def _facets(
+    profile_index: dict[tuple[str, int], int],
+) -> tuple[list[Facet], list[tuple[int, ...]], list[str]]:
+    """The facets of a batch's profiles, each once, each profile's, and the
+    regions they name in order of first appearance. (A batch of 40,000 records
+    holds about 8,000 profiles: each facet is built once, found by an int.)"""
+    facets: list[Facet] = []
+    by_region: dict[str, int] = {}
+    by_minute: dict[int, int] = {}
+    by_hour: dict[int, int] = {}
+    labels: list[str] = []
+    profiles: list[tuple[int, ...]] = []
+    for region_id, rest in profile_index:  # in profile order
+        region = by_region.get(region_id)
+        if region is None:
+            region = by_region[region_id] = len(facets)
+            facets.append(region_facet(len(labels)))
+            labels.append(region_id)
+        minute = by_minute.get(rest >> 5)
+        if minute is None:
+            minute = by_minute[rest >> 5] = len(facets)
+            facets.append(minute_facet((rest >> 5) * MINUTE_MS))
+        if rest & 0x10:  # in the first hour
+            hour = by_hour.get(rest & 0xF)
+            if hour is None:
+                hour = by_hour[rest & 0xF] = len(facets)
+                facets.append(first_hour_facet(CHANNELS[rest & 0xF]))
+            profiles.append((region, minute, hour))
+        else:
+            profiles.append((region, minute))
+    return facets, profiles, labels
 
 
 # The watermark is the median of the latest WATERMARK_RING samples of all

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from processors.counting import (
+    OTHER_REGION,
     WATERMARK_RING,
     CampaignRules,
     DedupeId,
+    Facet,
     Plan,
     dedupe_generation,
     is_late,
@@ -61,6 +63,11 @@ class CampaignState:
     milestones: dict[str, Milestone] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     out_of_window: int = 0
+    # The facets' hashes (key -> field -> value), the capped labels admitted,
+    # and the facets' buyers (key -> user ids), as lua/apply.lua keeps them.
+    hashes: dict[str, dict[str, int]] = field(default_factory=dict)
+    labels: set[str] = field(default_factory=set)
+    facet_buyers: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,57 @@ def _first_seen(bucket: set[tuple[int, str]], ident: DedupeId) -> bool:
     return True
 
 
+def _add(counts: dict[str, int], name: str, n: int) -> None:
+    counts[name] = counts.get(name, 0) + n
+
+
+def _admit(state: CampaignState, plan: Plan, used: set[int]) -> dict[int, str]:
+    """The capped labels the fresh events name, as the campaign counts them:
+    in the plan's order, one the campaign holds already or a new one while it
+    holds fewer than the cap; past it, `other`."""
+    resolved: dict[int, str] = {}
+    for i, label in enumerate(plan.labels):
+        if i not in used:
+            continue
+        if label not in state.labels and len(state.labels) < plan.label_cap:
+            state.labels.add(label)
+        resolved[i] = label if label in state.labels else OTHER_REGION
+    return resolved
+
+
+def _facet_field(facet: Facet, resolved: dict[int, str]) -> str:
+    if facet.label < 0:
+        return facet.prefix
+    return facet.prefix + resolved[facet.label] + ":"
+
+
+def _apply_facets(
+    state: CampaignState,
+    plan: Plan,
+    by_profile: dict[int, dict[str, int]],
+    profile_buyers: dict[int, list[str]],
+) -> None:
+    """Add each profile's counters to its facets' hashes (lua/apply.lua 6b)."""
+    used = {
+        plan.facets[f].label
+        for p in by_profile
+        for f in plan.profiles[p]
+        if plan.facets[f].label >= 0
+    }
+    resolved = _admit(state, plan, used)
+    for p, counts in by_profile.items():
+        for facet in (plan.facets[f] for f in plan.profiles[p]):
+            target = state.hashes.setdefault(facet.key, {})
+            head = _facet_field(facet, resolved)
+            for name, n in counts.items():
+                if not facet.names or name in facet.names:
+                    target[head + name] = target.get(head + name, 0) + n
+            users = profile_buyers.get(p)
+            if facet.buyers and users:
+                label = resolved[facet.label] if facet.label >= 0 else ""
+                state.facet_buyers.setdefault(facet.buyers + label, set()).update(users)
+
+
 def apply_plan(
     state: CampaignState, plan: Plan, rules: CampaignRules, now_ms: int
 ) -> Applied | Stale:
@@ -112,18 +170,24 @@ def apply_plan(
 
     delta: dict[tuple[int, int], dict[str, int]] = defaultdict(_counters)
     buyers: dict[tuple[int, int], set[str]] = defaultdict(set)
+    # profile -> its fresh events' counters (only those they add), and buyers
+    by_profile: dict[int, dict[str, int]] = defaultdict(dict)
+    profile_buyers: dict[int, list[str]] = defaultdict(list)
     increments: dict[int, list[tuple[int, int]]] = defaultdict(list)
     new_events = duplicates = late = 0
     for field_name, tallies in (("clicks", plan.clicks), ("carts", plan.carts)):
         for tally in tallies:
             fresh = 0
-            for ident, ts_ms in zip(tally.ids, tally.ts_ms, strict=True):
+            for ident, ts_ms, profile in zip(
+                tally.ids, tally.ts_ms, tally.profiles, strict=True
+            ):
                 if is_late(ts_ms, state.watermark_ms, horizon):
                     late += 1
                     continue
                 gen = dedupe_generation(ts_ms, horizon)
                 if _first_seen(state.seen.setdefault(gen, set()), ident):
                     fresh += 1
+                    _add(by_profile[profile], field_name, 1)
                 else:
                     duplicates += 1
             if fresh:  # an all-duplicate tally adds no channel entry
@@ -142,8 +206,19 @@ def apply_plan(
         d["net_gmv_fen"] += order.amount_fen
         d["vip_orders"] += order.vip
         buyers[order.brand, order.channel].add(order.user_id)
+        p = by_profile[order.profile]
+        for name, n in (
+            ("orders", 1),
+            ("units", order.qty),
+            ("gross_gmv_fen", order.amount_fen),
+            ("net_gmv_fen", order.amount_fen),
+            ("vip_orders", int(order.vip)),
+        ):
+            _add(p, name, n)
+        profile_buyers[order.profile].append(order.user_id)
         if order.first_hour:
             d["first_hour_gross_gmv_fen"] += order.amount_fen
+            _add(p, "first_hour_gross_gmv_fen", order.amount_fen)
             increments[order.brand].append((order.amount_fen, order.ts_ms))
     for cancel in plan.cancels:
         if not _first_seen(state.seen_orders, cancel.id):
@@ -153,6 +228,9 @@ def apply_plan(
         d = delta[cancel.brand, cancel.channel]
         d["cancels"] += 1
         d["net_gmv_fen"] -= cancel.amount_fen
+        _add(by_profile[cancel.profile], "cancels", 1)
+        _add(by_profile[cancel.profile], "net_gmv_fen", -cancel.amount_fen)
+    _apply_facets(state, plan, by_profile, profile_buyers)
 
     for brand_id in plan.brands:
         state.brands.setdefault(brand_id, _counters())

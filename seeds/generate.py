@@ -54,6 +54,17 @@ LIVESTREAM_ROOM_GROWTH = 1.40  # average first-hour clicks per room: +40%
 FLASH_SALE_GROWTH = 2.3  # flash-sale orders: "more than 2x"
 CONVERSION_LAST_YEAR = 0.12  # orders / clicks in the campaign window
 CONVERSION_GROWTH = 1.15  # conversion: +15%
+# Last year's first hour per channel (<name>.channels.csv) is this year's
+# divided by these: livestream clicks +40%, flash-sale orders 2.3x, both with
+# conversion +15% (so flash-sale clicks 2.3 / 1.15 = 2x); the other channels'
+# clicks grew 10%, and their orders so that the total's conversion is +15%
+# (livestream and flash sale convert better and grew most, so the others'
+# conversion grew a little less). Gross GMV grew as orders did.
+OTHER_CLICKS_GROWTH = 1.10
+CHANNEL_CLICKS_GROWTH = {
+    "livestream": LIVESTREAM_ROOM_GROWTH,
+    "flash_sale": FLASH_SALE_GROWTH / CONVERSION_GROWTH,
+}
 FLAGSHIP_VIP_SHARE = 0.55  # share of iPhone 17 Pro orders from 88VIP members
 FLAGSHIP_BRAND_ID = reference.FLAGSHIP_BRAND_ID
 FLAGSHIP_SKU_ID = reference.FLAGSHIP_SKU_ID
@@ -869,6 +880,7 @@ class World:
             ),
             "PRESALE_YOY_MIN_BASELINE_FEN": str(self.money.yoy_min_baseline_fen),
             "PRESALE_BASELINE_CSV": companions.baseline.name,
+            "PRESALE_CHANNEL_BASELINE_CSV": companions.channels.name,
         }
 
 
@@ -1138,6 +1150,60 @@ def write_baseline(path: Path, baseline_fen: dict[str, int]) -> None:
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
+def channel_baseline(
+    result: reference.Scan, campaign: reference.Campaign
+) -> dict[str, tuple[int, int, int]]:
+    """Last year's first hour per channel: this year's counted first-hour
+    clicks, orders and gross GMV, each over its planned growth."""
+    now: dict[str, list[int]] = {channel: [0, 0, 0] for channel in CHANNELS}
+    for event in result.counted:
+        if not campaign.start_ms <= event.ts_ms < campaign.first_hour_end_ms:
+            continue
+        row = now[event.channel]
+        if event.type == "click":
+            row[0] += 1
+        elif event.type == "order":
+            row[1] += 1
+            row[2] += event.amount_fen or 0
+    last_clicks = {
+        channel: round(row[0] / CHANNEL_CLICKS_GROWTH.get(channel, OTHER_CLICKS_GROWTH))
+        for channel, row in now.items()
+    }
+    # Orders last year: the named channels' from their growth, the rest shared
+    # in proportion to this year's so that the total converts 1.15x better.
+    last_orders = {
+        channel: now[channel][1] / (growth * CONVERSION_GROWTH)
+        for channel, growth in CHANNEL_CLICKS_GROWTH.items()
+    }
+    clicks_now = sum(row[0] for row in now.values())
+    orders_now = sum(row[1] for row in now.values())
+    total_last = (
+        orders_now * sum(last_clicks.values()) / clicks_now / CONVERSION_GROWTH
+        if clicks_now
+        else 0.0
+    )
+    others = [channel for channel in now if channel not in CHANNEL_CLICKS_GROWTH]
+    others_now = sum(now[channel][1] for channel in others)
+    rest = max(total_last - sum(last_orders.values()), 0.0)
+    for channel in others:
+        last_orders[channel] = now[channel][1] * rest / others_now if others_now else 0
+    rows = {}
+    for channel, (_clicks, orders, gross_fen) in now.items():
+        last = last_orders[channel]
+        rows[channel] = (
+            last_clicks[channel],
+            round(last),
+            round(gross_fen * last / orders) if orders else 0,
+        )
+    return rows
+
+
+def write_channel_baseline(path: Path, rows: dict[str, tuple[int, int, int]]) -> None:
+    lines = ["channel,first_hour_clicks,first_hour_orders,first_hour_gross_gmv_fen"]
+    lines += [f"{channel},{c},{o},{g}" for channel, (c, o, g) in rows.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def dump_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
@@ -1199,12 +1265,21 @@ def generate(options: Options) -> dict[str, Any]:
     write_recording(companions.recording, world.recording_lines())
     write_baseline(companions.baseline, world.baseline_fen)
     settings = world.settings(companions)
-    companions.settings.write_text(dump_json(settings), encoding="utf-8")
     companions.lastyear.write_text(dump_json(world.lastyear), encoding="utf-8")
 
-    # Read the written file back through the reference.
-    campaign = reference.campaign_from_settings(settings, companions.settings.parent)
-    result = reference.scan(companions.recording, campaign)
+    # Read the written file back through the reference; last year's channels
+    # from what it counted (the scan does not depend on them).
+    folder = companions.settings.parent
+    bare = {k: v for k, v in settings.items() if k != "PRESALE_CHANNEL_BASELINE_CSV"}
+    result = reference.scan(
+        companions.recording, reference.campaign_from_settings(bare, folder)
+    )
+    write_channel_baseline(
+        companions.channels,
+        channel_baseline(result, reference.campaign_from_settings(bare, folder)),
+    )
+    companions.settings.write_text(dump_json(settings), encoding="utf-8")
+    campaign = reference.campaign_from_settings(settings, folder)
     report = reference.build_report(result, campaign)
     facts = reference.measure_facts(result, campaign)
     check_report(world, report, facts)

@@ -413,6 +413,7 @@ class Companions:
     settings: Path
     lastyear: Path
     expected: Path
+    channels: Path  # last year's first hour per channel (CONTRACT 3b)
 
     @classmethod
     def beside(cls, recording: Path) -> Companions:
@@ -428,6 +429,7 @@ class Companions:
             settings=folder / f"{name}.settings.json",
             lastyear=folder / f"{name}.lastyear.json",
             expected=folder / f"{name}.expected.json",
+            channels=folder / f"{name}.channels.csv",
         )
 
     @property

@@ -34,6 +34,10 @@ WATERMARK_WINDOW = 64
 WATERMARK_MIN_EVENTS = 32
 # docs/validation.md check 1.
 DEFAULT_MAX_RECORD_BYTES = 65_536
+# CONTRACT section 3: regions kept apart per campaign; later new ones are `other`.
+DEFAULT_MAX_REGIONS = 64
+# CONTRACT section 7: the report lists the latest 60 minutes by default.
+DEFAULT_MINUTES = 60
 
 REASONS: tuple[str, ...] = (
     "too_large",
@@ -296,6 +300,9 @@ class Campaign:
     baseline_fen: dict[str, int] = field(default_factory=dict)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     dedupe_horizon_ms: int = DEFAULT_DEDUPE_HORIZON_MS
+    max_regions: int = DEFAULT_MAX_REGIONS
+    # channel -> last year's first hour {"clicks", "orders", "gross_gmv_fen"}
+    channel_baseline: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def first_hour_end_ms(self) -> int:
@@ -309,6 +316,27 @@ def read_baseline_csv(path: str | Path) -> dict[str, int]:
         for row in csv.DictReader(stream):
             baseline[row["brand_id"]] = int(row["first_hour_gmv_fen"])
     return baseline
+
+
+def read_channel_baseline_csv(path: str | Path) -> dict[str, dict[str, int]]:
+    """`channel,first_hour_clicks,first_hour_orders,first_hour_gross_gmv_fen`
+    CSV (header line included) -> {channel: {clicks, orders, gross_gmv_fen}}."""
+    baseline: dict[str, dict[str, int]] = {}
+    with open(path, newline="", encoding="utf-8") as stream:
+        for row in csv.DictReader(stream):
+            baseline[row["channel"]] = {
+                "clicks": int(row["first_hour_clicks"]),
+                "orders": int(row["first_hour_orders"]),
+                "gross_gmv_fen": int(row["first_hour_gross_gmv_fen"]),
+            }
+    return baseline
+
+
+def _resolve(value: Any, base_dir: str | Path | None) -> Path:
+    path = Path(str(value))
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return path
 
 
 def campaign_from_settings(
@@ -332,6 +360,12 @@ def campaign_from_settings(
         if not path.is_absolute() and base_dir is not None:
             path = Path(base_dir) / path
         baseline = read_baseline_csv(path)
+    channel_csv = settings.get("PRESALE_CHANNEL_BASELINE_CSV")
+    channel_baseline = (
+        read_channel_baseline_csv(_resolve(channel_csv, base_dir))
+        if channel_csv
+        else {}
+    )
     return Campaign(
         campaign_id=str(settings["PRESALE_CAMPAIGN_ID"]),
         start_ms=int(settings["PRESALE_CAMPAIGN_START_MS"]),
@@ -347,6 +381,8 @@ def campaign_from_settings(
         dedupe_horizon_ms=int(
             settings.get("PRESALE_DEDUPE_HORIZON_MS", DEFAULT_DEDUPE_HORIZON_MS)
         ),
+        max_regions=int(settings.get("PRESALE_MAX_REGIONS", DEFAULT_MAX_REGIONS)),
+        channel_baseline=channel_baseline,
     )
 
 
@@ -510,6 +546,80 @@ def milestones(
     return found
 
 
+def _ratio(num: int, den: int) -> float | None:
+    """CONTRACT 3b: a ratio rounded to 3 decimals; null when the base is 0."""
+    if den == 0:
+        return None
+    return round(num / den, 3)
+
+
+def _first_hour_block(
+    events: list[Event], last_year: Mapping[str, int] | None
+) -> dict[str, Any]:
+    """One scope's counted first-hour events -> counts, conversion and the
+    ratios to last year's first hour (CONTRACT 3b)."""
+    clicks = sum(1 for e in events if e.type == "click")
+    carts = sum(1 for e in events if e.type == "cart")
+    orders = [e for e in events if e.type == "order"]
+    gross_fen = sum(e.amount_fen or 0 for e in orders)
+    last = last_year or {}
+    last_clicks = last.get("clicks", 0)
+    last_orders = last.get("orders", 0)
+    last_gross = last.get("gross_gmv_fen", 0)
+    # conversion against last year's: (orders / clicks) / (last orders / last
+    # clicks) = (orders * last clicks) / (clicks * last orders)
+    return {
+        "clicks": clicks,
+        "carts": carts,
+        "orders": len(orders),
+        "gross_gmv_fen": gross_fen,
+        "conversion": _ratio(len(orders), clicks),
+        "vs_last_year": {
+            "clicks": _ratio(clicks, last_clicks),
+            "orders": _ratio(len(orders), last_orders),
+            "gross_gmv": _ratio(gross_fen, last_gross),
+            "conversion": (
+                _ratio(len(orders) * last_clicks, clicks * last_orders)
+                if last_clicks > 0
+                else None
+            ),
+        },
+    }
+
+
+def _regions(counted: list[Event], campaign: Campaign) -> dict[str, _Tally]:
+    """Counted events by region: the first `max_regions` distinct regions in
+    arrival order keep their own name, every later one counts as `other`."""
+    kept: set[str] = set()
+    tallies: dict[str, _Tally] = {}
+    for event in counted:
+        region = event.region
+        if region not in kept and len(kept) < campaign.max_regions:
+            kept.add(region)
+        name = region if region in kept else "other"
+        tallies.setdefault(name, _Tally()).add(event, campaign)
+    return tallies
+
+
+def _minutes(counted: list[Event], n: int) -> list[dict[str, int]]:
+    """Clicks, orders and gross GMV per event-time minute of the counted
+    events, the latest `n` minutes that have any, oldest first."""
+    by_minute: dict[int, dict[str, int]] = {}
+    for event in counted:
+        start_ms = event.ts_ms - event.ts_ms % 60_000
+        row = by_minute.setdefault(
+            start_ms,
+            {"minute_ms": start_ms, "clicks": 0, "orders": 0, "gross_gmv_fen": 0},
+        )
+        if event.type == "click":
+            row["clicks"] += 1
+        elif event.type == "order":
+            row["orders"] += 1
+            row["gross_gmv_fen"] += event.amount_fen or 0
+    latest = sorted(by_minute)[-n:] if n > 0 else []
+    return [by_minute[m] for m in latest]
+
+
 def build_report(result: Scan, campaign: Campaign) -> dict[str, Any]:
     """The report of CONTRACT section 7, without the wall-clock fields
     (detected_at_ms, alerts, consumer_lag)."""
@@ -527,6 +637,7 @@ def build_report(result: Scan, campaign: Campaign) -> dict[str, Any]:
     brands: list[dict[str, Any]] = []
     for brand_id, tally in by_brand.items():
         row: dict[str, Any] = {"brand_id": brand_id, **tally.as_dict()}
+        row["vip_share"] = _ratio(tally.vip_orders, tally.orders)
         row["baseline_first_hour_gmv_fen"] = campaign.baseline_fen.get(brand_id, 0)
         row["by_channel"] = {
             channel: by_brand_channel[brand_id][channel].as_dict()
@@ -554,6 +665,17 @@ def build_report(result: Scan, campaign: Campaign) -> dict[str, Any]:
     }
     brands_doubled = sum(1 for m in found if m["kind"] == "yoy_double")
 
+    in_first_hour = [
+        e
+        for e in result.counted
+        if campaign.start_ms <= e.ts_ms < campaign.first_hour_end_ms
+    ]
+    last_total = {
+        name: sum(row[name] for row in campaign.channel_baseline.values())
+        for name in ("clicks", "orders", "gross_gmv_fen")
+    }
+    regions = _regions(result.counted, campaign)
+
     return {
         "campaign": {
             "id": campaign.campaign_id,
@@ -563,12 +685,24 @@ def build_report(result: Scan, campaign: Campaign) -> dict[str, Any]:
         },
         "totals": totals.as_dict(),
         "channels": {
-            channel: by_channel[channel].as_dict() for channel in sorted(by_channel)
+            channel: {
+                **by_channel[channel].as_dict(),
+                "first_hour": _first_hour_block(
+                    [e for e in in_first_hour if e.channel == channel],
+                    campaign.channel_baseline.get(channel),
+                ),
+            }
+            for channel in sorted(by_channel)
         },
         "first_hour": {
             "brands_reached": brands_reached,
             "brands_doubled": brands_doubled,
+            **_first_hour_block(
+                in_first_hour, last_total if campaign.channel_baseline else None
+            ),
         },
+        "regions": {name: regions[name].as_dict() for name in sorted(regions)},
+        "minutes": _minutes(result.counted, DEFAULT_MINUTES),
         "brands": brands,
         "milestones": found,
         "dead_letters": sum(result.dead_letters_by_reason.values()),

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from streams.errors import PresaleError
+from streams.report import MAX_MINUTES
 from streams.settings import Settings
 
 
@@ -38,7 +39,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-async def _report(settings: Settings, top: int | None) -> dict[str, Any]:
+async def _report(
+    settings: Settings, top: int | None, minutes: int | None = None
+) -> dict[str, Any]:
     from streams.kafka import lag, log_end_offsets
     from streams.store import RedisStore
 
@@ -50,7 +53,10 @@ async def _report(settings: Settings, top: int | None) -> dict[str, Any]:
         # before the first read is in the counters read last: lag 0 is true.
         ends = await log_end_offsets(settings, ("clicks", "carts", "orders"))
         applied = await store.applied_offsets(ends)
-        report = await store.report(top=top)
+        if minutes is None:
+            report = await store.report(top=top)
+        else:
+            report = await store.report(top=top, minutes=minutes)
         report["consumer_lag"] = lag(ends, applied)
         return report
     finally:
@@ -59,7 +65,7 @@ async def _report(settings: Settings, top: int | None) -> dict[str, Any]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    report = asyncio.run(_report(settings, args.top))
+    report = asyncio.run(_report(settings, args.top, args.minutes))
     if args.json:
         sys.stdout.write(
             orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n"
@@ -92,6 +98,13 @@ def _report_top(text: str) -> int:
     # `-1` once read every brand (a 0-based cut of -1), `0` every one too.
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         msg = f"--top must be a whole number of 1 or more, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(text)
+
+
+def _minutes_n(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= MAX_MINUTES:
+        msg = f"--minutes must be a whole number from 0 to {MAX_MINUTES}, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return int(text)
 
@@ -241,6 +254,12 @@ def parser() -> argparse.ArgumentParser:
     )
     rep.add_argument(
         "--top", type=_report_top, default=None, help="only the N biggest brands"
+    )
+    rep.add_argument(
+        "--minutes",
+        type=_minutes_n,
+        default=None,
+        help="the latest N minutes of the GMV curve (default 60)",
     )
     rep.set_defaults(func=cmd_report)
 

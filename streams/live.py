@@ -19,10 +19,19 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from processors.counting import CampaignRules
+from processors.counting import FIRST_HOUR_KEY, MINUTES_KEY, REGIONS_KEY, CampaignRules
 from processors.state import COUNTERS
 from streams.metrics import Metrics
-from streams.report import campaign_block, first_hour_summary, milestone_order
+from streams.report import (
+    FIRST_HOUR_FIELDS,
+    campaign_block,
+    first_hour_block,
+    first_hour_summary,
+    latest_minutes,
+    milestone_order,
+    ratio,
+    split_labelled,
+)
 from streams.store import _int_map, _split_channels, decode_alerts
 
 log = logging.getLogger(__name__)
@@ -40,7 +49,11 @@ BRAND_FIELDS: Final = (
     "orders",
     "clicks",
     "carts",
+    "vip_orders",
 )
+REGION_FIELDS: Final = ("gross_gmv_fen", "orders", "clicks", "vip_orders")
+# The GMV curve: the latest hour of event-time minutes.
+CURVE_MINUTES: Final = 60
 
 
 def alerts_key(prefix: str) -> str:
@@ -77,6 +90,11 @@ async def read_live(
         pipe.xlen(alerts_key(p))
         pipe.hgetall(p + "dl")
         pipe.hgetall(p + "meta")
+        # The facets: first hour by channel, regions (at most
+        # PRESALE_MAX_REGIONS + 1), and every minute (5 fields a minute).
+        pipe.hgetall(p + FIRST_HOUR_KEY)
+        pipe.hgetall(p + REGIONS_KEY)
+        pipe.hgetall(p + MINUTES_KEY)
         (
             channels_raw,
             ranked,
@@ -87,6 +105,9 @@ async def read_live(
             n_alerts,
             dl,
             meta,
+            hour_raw,
+            regions_raw,
+            minutes_raw,
         ) = await pipe.execute()
     brand_ids = [b.decode() for b in ranked]
     async with client.pipeline(transaction=False) as pipe:
@@ -102,6 +123,7 @@ async def read_live(
             {
                 "brand_id": b,
                 **row,
+                "vip_share": ratio(row["vip_orders"], row["orders"]),
                 "baseline_first_hour_gmv_fen": rules.baselines_fen.get(b, 0),
             }
         )
@@ -115,11 +137,39 @@ async def read_live(
     milestones = [orjson.loads(v) for v in ms_raw.values()]
     newest = sorted(milestones, key=milestone_order, reverse=True)[:recent]
     meta_ints = _int_map(meta)
+    by_hour = split_labelled(_int_map(hour_raw))
+    base = rules.channel_baselines
+    hour_total = {
+        f: sum(c.get(f, 0) for c in by_hour.values()) for f in FIRST_HOUR_FIELDS
+    }
+    last_total = (
+        (
+            sum(v[0] for v in base.values()),
+            sum(v[1] for v in base.values()),
+            sum(v[2] for v in base.values()),
+        )
+        if base
+        else None
+    )
+    regions = split_labelled(_int_map(regions_raw))
     return {
         "campaign": campaign_block(rules),
         "totals": totals,
         "channels": {ch: channels[ch]["gross_gmv_fen"] for ch in sorted(channels)},
-        "first_hour": first_hour_summary(milestones, rules),
+        "first_hour": {
+            **first_hour_summary(milestones, rules),
+            **first_hour_block(hour_total, last_total),
+        },
+        # Each channel's first hour against last year's (CONTRACT 3b).
+        "first_hour_channels": {
+            ch: first_hour_block(by_hour.get(ch, {}), base.get(ch))
+            for ch in sorted(set(channels) | set(by_hour))
+        },
+        "regions": {
+            r: {f: regions[r].get(f, 0) for f in REGION_FIELDS}
+            for r in sorted(regions, key=lambda r: -regions[r].get("gross_gmv_fen", 0))
+        },
+        "minutes": latest_minutes(_int_map(minutes_raw), CURVE_MINUTES),
         "brand_count": int(n_brands),
         "room_count": int(n_rooms),
         "brands": brands,
@@ -179,6 +229,14 @@ def export(view: Mapping[str, Any], metrics: Metrics) -> None:
     metrics.brands_doubled.set(first_hour["brands_doubled"])
     metrics.distinct_ids.labels("brands").set(view["brand_count"])
     metrics.distinct_ids.labels("rooms").set(view["room_count"])
+    # Bounded: 7 channels x 3 measures; regions capped by PRESALE_MAX_REGIONS.
+    for channel, block in view.get("first_hour_channels", {}).items():
+        for measure in ("clicks", "orders", "gross_gmv"):
+            value = block["vs_last_year"][measure]
+            if value is not None:
+                metrics.channel_vs_last_year.labels(channel, measure).set(value)
+    for region, row in view.get("regions", {}).items():
+        metrics.region_gmv_fen.labels(region).set(row["gross_gmv_fen"])
     brands = view["brands"]
     for rank in range(1, METRIC_RANKS + 1):
         gross = brands[rank - 1]["gross_gmv_fen"] if rank <= len(brands) else 0

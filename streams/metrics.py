@@ -29,6 +29,8 @@ class Metrics:
     alerts: Counter
     gmv_fen: Gauge
     channel_gmv_fen: Gauge
+    channel_vs_last_year: Gauge
+    region_gmv_fen: Gauge
     top_brand_gmv_fen: Gauge
     brands_reached: Gauge
     brands_doubled: Gauge
@@ -103,6 +105,21 @@ class Metrics:
                 "presale_channel_gross_gmv_fen",
                 "Campaign gross GMV in fen, by channel.",
                 ["channel"],
+                registry=r,
+            ),
+            channel_vs_last_year=Gauge(
+                "presale_channel_first_hour_vs_last_year_ratio",
+                "A channel's first-hour clicks, orders or gross GMV over last"
+                " year's (PRESALE_CHANNEL_BASELINE_CSV); unset where last year's"
+                " is 0.",
+                ["channel", "measure"],
+                registry=r,
+            ),
+            region_gmv_fen=Gauge(
+                "presale_region_gross_gmv_fen",
+                "Campaign gross GMV in fen, by region (at most PRESALE_MAX_REGIONS"
+                " regions, then `other`).",
+                ["region"],
                 registry=r,
             ),
             top_brand_gmv_fen=Gauge(

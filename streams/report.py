@@ -57,6 +57,60 @@ def first_hour_summary(
     return {"brands_reached": reached, "brands_doubled": doubled}
 
 
+# The report's `minutes` by default: the latest hour of the GMV curve.
+DEFAULT_MINUTES: Final = 60
+# Minutes of the GMV curve a report may ask for: a week of them.
+MAX_MINUTES: Final = 10_080
+FIRST_HOUR_FIELDS: Final = ("clicks", "carts", "orders", "gross_gmv_fen")
+MINUTE_FIELDS: Final = ("clicks", "orders", "gross_gmv_fen")
+
+
+def ratio(num: int, den: int) -> float | None:
+    """A ratio as the report prints it: rounded to 3 decimals, null over 0."""
+    return round(num / den, 3) if den else None
+
+
+def split_labelled(raw: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """`<label>:<counter>` fields by label (a region may hold a `:` itself)."""
+    out: dict[str, dict[str, int]] = {}
+    for name, value in raw.items():
+        label, _, counter = name.rpartition(":")
+        out.setdefault(label, {})[counter] = value
+    return out
+
+
+def latest_minutes(raw: Mapping[str, int], n: int) -> list[dict[str, int]]:
+    """The latest `n` minutes with counted events, oldest first."""
+    by_minute = split_labelled(raw)
+    latest = sorted(by_minute, key=int)[-n:] if n > 0 else []
+    return [
+        {"minute_ms": int(m), **{f: by_minute[m].get(f, 0) for f in MINUTE_FIELDS}}
+        for m in latest
+    ]
+
+
+def first_hour_block(
+    counts: Mapping[str, int], last_year: tuple[int, int, int] | None
+) -> dict[str, Any]:
+    """A first hour's counts, conversion, and the ratios to last year's
+    (clicks, orders, gross fen): null where last year's is 0 or absent."""
+    block: dict[str, Any] = {f: int(counts.get(f, 0)) for f in FIRST_HOUR_FIELDS}
+    clicks, orders = block["clicks"], block["orders"]
+    block["conversion"] = ratio(orders, clicks)
+    last_clicks, last_orders, last_gross = last_year or (0, 0, 0)
+    block["vs_last_year"] = {
+        "clicks": ratio(clicks, last_clicks),
+        "orders": ratio(orders, last_orders),
+        "gross_gmv": ratio(block["gross_gmv_fen"], last_gross),
+        # (orders / clicks) / (last orders / last clicks), in integers first;
+        # null when last year's conversion is 0 or has no clicks under it
+        "conversion": ratio(orders * last_clicks, clicks * last_orders)
+        if last_clicks
+        else None,
+    }
+    return block
+
+
 def milestone_order(m: Mapping[str, Any]) -> tuple[Any, ...]:
     """Milestones in the order they were crossed."""
     return (m["crossed_at_ms"], m["kind"], m["brand_id"], m["threshold_fen"])
@@ -90,19 +144,48 @@ def shape_report(
     watermark_ms: int,
     late: int = 0,
     alerts: list[dict[str, Any]] | None = None,
+    regions: Mapping[str, Mapping[str, int]] | None = None,
+    region_buyers: Mapping[str, int] | None = None,
+    first_hour: Mapping[str, Mapping[str, int]] | None = None,
+    minutes: list[dict[str, int]] | None = None,
 ) -> dict[str, Any]:
+    by_hour = first_hour or {}
+    base = rules.channel_baselines
+    hour_total = {
+        f: sum(c.get(f, 0) for c in by_hour.values()) for f in FIRST_HOUR_FIELDS
+    }
+    # The total's last year is the sum of every channel's in the CSV.
+    last_total = (
+        tuple(sum(v[i] for v in base.values()) for i in range(3)) if base else None
+    )
+    region_counts = regions or {}
     return {
         "campaign": campaign_block(rules),
         "totals": _block(totals, buyers),
         "channels": {
-            ch: _block(channels[ch], channel_buyers.get(ch, 0))
+            ch: {
+                **_block(channels[ch], channel_buyers.get(ch, 0)),
+                "first_hour": first_hour_block(by_hour.get(ch, {}), base.get(ch)),
+            }
             for ch in sorted(channels)
         },
-        "first_hour": first_hour_summary(milestones, rules),
+        "first_hour": {
+            **first_hour_summary(milestones, rules),
+            **first_hour_block(hour_total, last_total),  # type: ignore[arg-type]
+        },
+        "regions": {
+            r: _block(region_counts[r], (region_buyers or {}).get(r, 0))
+            for r in sorted(region_counts)
+        },
+        "minutes": list(minutes or []),
         "brands": [
             {
                 "brand_id": row.brand_id,
                 **_block(row.counters, row.buyers),
+                "vip_share": ratio(
+                    int(row.counters.get("vip_orders", 0)),
+                    int(row.counters.get("orders", 0)),
+                ),
                 "baseline_first_hour_gmv_fen": rules.baselines_fen.get(row.brand_id, 0),
                 "by_channel": {
                     ch: _block(row.by_channel[ch], row.channel_buyers.get(ch, 0))
@@ -141,6 +224,55 @@ def shown(value: object) -> Any:
     return Text(text)
 
 
+def times(value: float | None) -> str:
+    """A ratio to last year as a change: 1.4 -> +40%, null -> n/a."""
+    if value is None:
+        return "n/a"
+    return f"{(value - 1) * 100:+.0f}%" if value < 2 else f"{value:.1f}x"
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def first_hour_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The first hour per channel and in total, against last year: the rows
+    `presale report` and `presale top` print."""
+    rows: list[tuple[str, ...]] = []
+    blocks = [(ch, c["first_hour"]) for ch, c in report.get("channels", {}).items()]
+    if "clicks" in report["first_hour"]:
+        blocks.append(("total", report["first_hour"]))
+    for name, fh in blocks:
+        vs = fh["vs_last_year"]
+        rows.append(
+            (
+                name,
+                f"{fh['clicks']:,}",
+                times(vs["clicks"]),
+                f"{fh['orders']:,}",
+                times(vs["orders"]),
+                yuan(fh["gross_gmv_fen"]),
+                times(vs["gross_gmv"]),
+                percent(fh["conversion"]),
+                times(vs["conversion"]),
+            )
+        )
+    return rows
+
+
+FIRST_HOUR_COLUMNS: Final = (
+    "channel",
+    "clicks",
+    "vs LY",
+    "orders",
+    "vs LY",
+    "gross GMV",
+    "vs LY",
+    "conversion",
+    "vs LY",
+)
+
+
 def yuan(fen: int) -> str:
     """Fen as an exact yuan amount, e.g. ¥123,456.78."""
     return f"¥{fen / 100:,.2f}"
@@ -150,6 +282,7 @@ def table(report: Mapping[str, Any]) -> Any:
     """A rich renderable of the report, for `presale report` without --json."""
     from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     camp = report["campaign"]
     t = report["totals"]
@@ -173,7 +306,16 @@ def table(report: Mapping[str, Any]) -> Any:
         "unknown" if lag is None else f"{lag:,}",
     )
     brands = Table(title="brands by gross GMV")
-    for col in ("#", "brand", "gross GMV", "net GMV", "first hour", "orders", "clicks"):
+    for col in (
+        "#",
+        "brand",
+        "gross GMV",
+        "net GMV",
+        "first hour",
+        "orders",
+        "clicks",
+        "VIP share",
+    ):
         brands.add_column(col, justify="left" if col == "brand" else "right")
     for i, b in enumerate(report["brands"], start=1):
         brands.add_row(
@@ -184,11 +326,44 @@ def table(report: Mapping[str, Any]) -> Any:
             yuan(b["first_hour_gross_gmv_fen"]),
             f"{b['orders']:,}",
             f"{b['clicks']:,}",
+            percent(b.get("vip_share")),
         )
+    hour = Table(title="first hour against last year")
+    for col in FIRST_HOUR_COLUMNS:
+        hour.add_column(col, justify="left" if col == "channel" else "right")
+    for line in first_hour_rows(report):
+        hour.add_row(*line)
+    regions = Table(title="regions by gross GMV")
+    for col in ("region", "gross GMV", "orders", "clicks", "buyers (≈)"):
+        regions.add_column(col, justify="left" if col == "region" else "right")
+    by_gross = sorted(
+        report.get("regions", {}).items(),
+        key=lambda kv: (-kv[1]["gross_gmv_fen"], kv[0]),
+    )
+    for name, r in by_gross:
+        regions.add_row(
+            Text(name),
+            yuan(r["gross_gmv_fen"]),
+            f"{r['orders']:,}",
+            f"{r['clicks']:,}",
+            f"{r['buyers']:,}",
+        )
+    curve = Table(title="GMV by event-time minute (UTC)")
+    for col in ("minute", "clicks", "orders", "gross GMV"):
+        curve.add_column(col, justify="right")
+    for m in report.get("minutes", []):
+        minute = datetime.fromtimestamp(m["minute_ms"] / 1000, tz=UTC)
+        curve.add_row(
+            minute.strftime("%m-%d %H:%M"),
+            f"{m['clicks']:,}",
+            f"{m['orders']:,}",
+            yuan(m["gross_gmv_fen"]),
+        )
+    parts = [head, brands, hour, regions, curve]
     alerts = report.get("alerts") or []
     head.add_row("surge alerts", f"{len(alerts):,}", "", "")
     if not alerts:
-        return Group(head, brands)
+        return Group(*parts)
     feed = Table(title="newest surge alerts")
     for col in (
         "minute (UTC)",
@@ -211,4 +386,4 @@ def table(report: Mapping[str, Any]) -> Any:
             f"{a['ratio']:.2f}",
             shown(a["severity"]),
         )
-    return Group(head, brands, feed)
+    return Group(*parts, feed)

@@ -11,10 +11,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from processors.counting import DAY_MS, CampaignRules
+from processors.events import CHANNELS
 from processors.surge import LastYear, SurgeRules, read_surge_baseline
 from streams.errors import BaselineError, SettingsError
 
@@ -223,6 +224,42 @@ def load_baseline(path: str) -> dict[str, int]:
     return baselines
 
 
+CHANNEL_BASELINE_HEADER: Final = (
+    "channel",
+    "first_hour_clicks",
+    "first_hour_orders",
+    "first_hour_gross_gmv_fen",
+)
+
+
+def load_channel_baseline(path: str) -> dict[str, tuple[int, int, int]]:
+    """Read `channel,first_hour_clicks,first_hour_orders,first_hour_gross_gmv_fen`
+    (header line optional): last year's first hour per channel."""
+    rows: dict[str, tuple[int, int, int]] = {}
+    text = _read_text(path, "channel baseline CSV", "utf-8-sig")
+    for line_no, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if not row or (line_no == 1 and row[0].strip() == "channel"):
+            continue
+        if len(row) != 4:
+            msg = f"{path}:{line_no}: expected {','.join(CHANNEL_BASELINE_HEADER)}"
+            raise BaselineError(msg)
+        channel = row[0].strip()
+        if channel not in CHANNELS:
+            known = ", ".join(CHANNELS)
+            msg = f"{path}:{line_no}: {channel!r} is not a channel ({known})"
+            raise BaselineError(msg)
+        try:
+            values = tuple(int(v) for v in row[1:])
+        except ValueError as exc:
+            msg = f"{path}:{line_no}: counts and fen must be integers"
+            raise BaselineError(msg) from exc
+        if min(values) < 0:
+            msg = f"{path}:{line_no}: counts and fen must not be negative"
+            raise BaselineError(msg)
+        rows[channel] = (values[0], values[1], values[2])
+    return rows
+
+
 def read_settings_file(path: str) -> dict[str, str]:
     """A `<recording>.settings.json`: variable names to values."""
     try:
@@ -235,7 +272,11 @@ def read_settings_file(path: str) -> dict[str, str]:
         msg = f"settings file {path} must map PRESALE_* variables to values"
         raise SettingsError(msg)
     values = {k: str(v) for k, v in raw.items()}
-    for name in ("PRESALE_BASELINE_CSV", "PRESALE_SURGE_BASELINE_CSV"):
+    for name in (
+        "PRESALE_BASELINE_CSV",
+        "PRESALE_SURGE_BASELINE_CSV",
+        "PRESALE_CHANNEL_BASELINE_CSV",
+    ):
         if name in values:
             values[name] = str(Path(path).parent / values[name])
     return values
@@ -279,6 +320,10 @@ class Settings:
     # minute each in the surge hashes, as brands are.
     max_brands: int = 1_000_000  # PRESALE_MAX_BRANDS
     max_rooms: int = 1_000_000  # PRESALE_MAX_ROOMS
+    channel_baseline_csv: str | None = None  # PRESALE_CHANNEL_BASELINE_CSV
+    # Regions kept apart per campaign; later new ones count under `other`: 64
+    # covers China's 34 provincial regions with room for overseas codes.
+    max_regions: int = 64  # PRESALE_MAX_REGIONS
     # Production: address of the metrics port, Redis Cluster, Redis and Kafka
     # authentication and TLS (streams/connect.py builds the clients from them).
     metrics_host: str = "127.0.0.1"  # PRESALE_METRICS_HOST (PRESALE_WEB_HOST if unset)
@@ -295,6 +340,9 @@ class Settings:
     kafka_tls_key_file: str | None = None  # PRESALE_KAFKA_TLS_KEY_FILE
     baselines_fen: Mapping[str, int] = field(default_factory=dict, compare=False)
     surge_last_year: LastYear = field(default_factory=dict, compare=False)
+    channel_baselines: Mapping[str, tuple[int, int, int]] = field(
+        default_factory=dict, compare=False
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], load: bool = True) -> Settings:
@@ -351,11 +399,18 @@ class Settings:
             surge_baseline_csv=env.get("PRESALE_SURGE_BASELINE_CSV") or None,
             max_brands=_int(env, "PRESALE_MAX_BRANDS", d.max_brands, low=1),
             max_rooms=_int(env, "PRESALE_MAX_ROOMS", d.max_rooms, low=1),
+            channel_baseline_csv=env.get("PRESALE_CHANNEL_BASELINE_CSV") or None,
+            max_regions=_int(env, "PRESALE_MAX_REGIONS", d.max_regions, low=1),
             **_security(env),
         )
         if load and settings.baseline_csv:
             settings = replace(
                 settings, baselines_fen=load_baseline(settings.baseline_csv)
+            )
+        if load and settings.channel_baseline_csv:
+            settings = replace(
+                settings,
+                channel_baselines=load_channel_baseline(settings.channel_baseline_csv),
             )
         if load and settings.surge_baseline_csv:
             settings = replace(
@@ -412,6 +467,8 @@ class Settings:
             yoy_min_baseline_fen=self.yoy_min_baseline_fen,
             dedupe_horizon_ms=self.dedupe_horizon_ms,
             dedupe_shards=self.dedupe_shards,
+            max_regions=self.max_regions,
+            channel_baselines=self.channel_baselines,
         )
 
     def pinned_rules(self) -> dict[str, str]:
@@ -436,6 +493,10 @@ class Settings:
             "PRESALE_SURGE_LATENESS_MS": str(self.surge_lateness_ms),
             "PRESALE_SURGE_BASELINE_CSV": _digest(
                 sorted((repr(k), v) for k, v in self.surge_last_year.items())
+            ),
+            "PRESALE_MAX_REGIONS": str(self.max_regions),
+            "PRESALE_CHANNEL_BASELINE_CSV": _digest(
+                sorted(self.channel_baselines.items())
             ),
         }
 

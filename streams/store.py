@@ -22,14 +22,29 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors.counting import CampaignRules, Plan
+from processors.counting import (
+    FIRST_HOUR_KEY,
+    MINUTES_KEY,
+    OTHER_REGION,
+    REGION_BUYERS,
+    REGIONS_KEY,
+    REGIONS_SET,
+    CampaignRules,
+    Plan,
+)
 from processors.events import CHANNELS
 from processors.milestones import Milestone
 from processors.state import COUNTERS, Applied, CampaignState, Stale, apply_plan
 from processors.surge import CLOCK_CHUNK_OFFSETS, CLOCK_MIN_EVENTS
 from streams.connect import redis_client
 from streams.errors import RedisUnavailable, RulesMismatch
-from streams.report import BrandRow, shape_report
+from streams.report import (
+    DEFAULT_MINUTES,
+    BrandRow,
+    latest_minutes,
+    shape_report,
+    split_labelled,
+)
 from streams.settings import Settings
 
 APPLY_LUA: Final = resources.files("streams").joinpath("lua/apply.lua").read_text()
@@ -83,7 +98,9 @@ class Store(Protocol):
         """Start `apply`: returns, once the step is sent, what waits for it."""
         ...
 
-    async def report(self, top: int | None = None) -> dict[str, Any]:
+    async def report(
+        self, top: int | None = None, minutes: int = DEFAULT_MINUTES
+    ) -> dict[str, Any]:
         """The CONTRACT section 7 object, without consumer_lag."""
         ...
 
@@ -112,10 +129,20 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
                     o.user_id,
                     o.ts_ms,
                     int(o.first_hour),
+                    o.profile,
                 ]
                 for o in plan.orders
             ],
-            "x": [[x.brand, x.channel, x.amount_fen] for x in plan.cancels],
+            "x": [[x.brand, x.channel, x.amount_fen, x.profile] for x in plan.cancels],
+            # Facets (processors/counting.py:Facet): [key, prefix, label, names,
+            # buyers] each; each profile's facet indexes; the capped labels,
+            # their set, cap and overflow.
+            "gf": [list(f) for f in plan.facets],
+            "g": plan.profiles,
+            "lb": plan.labels,
+            "lk": REGIONS_SET,
+            "lm": plan.label_cap,
+            "lo": OTHER_REGION,
             "dc": click_groups,
             "dr": order_groups,
             "t": {
@@ -147,7 +174,7 @@ def _rooms(plan: Plan) -> list[str]:
     )
 
 
-ClickGroup = tuple[int, int, list[str], list[int], list[int], list[int]]
+ClickGroup = tuple[int, int, list[str], list[int], list[int], list[int], list[int]]
 OrderGroup = tuple[int, list[str], list[int]]
 
 
@@ -159,9 +186,10 @@ def _dedupe_groups(
     Each id once, at its first occurrence in the batch (a later one is a
     duplicate whatever Redis says, or late with it), with its owner: the index
     of its tally or line, counting clicks, carts, orders and cancels in turn.
-    Clicks and carts: [generation, shard, ids, owners, event times, repeats],
-    the generation that of the event time, repeats a flat list of (index in
-    the group, copies) for ids met again in the batch. Orders and cancels:
+    Clicks and carts: [generation, shard, ids, owners, event times, repeats,
+    profiles], the generation that of the event time, repeats a flat list of
+    (index in the group, copies) for ids met again in the batch, profiles
+    each id's (Plan.profiles: where a fresh one adds). Orders and cancels:
     [shard, ids, owners]. Grouped here, so the atomic step, which holds Redis,
     does the least per id.
     """
@@ -170,8 +198,8 @@ def _dedupe_groups(
     get, find = clicks.get, where.get
     owner = 0
     for tally in chain(plan.clicks, plan.carts):
-        for shard, member, ts_ms in zip(
-            tally.shards, tally.members, tally.ts_ms, strict=True
+        for shard, member, ts_ms, profile in zip(
+            tally.shards, tally.members, tally.ts_ms, tally.profiles, strict=True
         ):
             met = find(member)
             if met is not None:
@@ -180,11 +208,12 @@ def _dedupe_groups(
             key = (ts_ms // horizon_ms, shard)
             group = get(key)
             if group is None:
-                group = clicks[key] = (key[0], shard, [], [], [], [])
+                group = clicks[key] = (key[0], shard, [], [], [], [], [])
             where[member] = (group, len(group[2]))
             group[2].append(member)
             group[3].append(owner)
             group[4].append(ts_ms)
+            group[6].append(profile)
         owner += 1
     orders: dict[int, OrderGroup] = {}
     seen: set[str] = set()
@@ -215,6 +244,7 @@ def step_keys(plan: Plan, rules: CampaignRules, prefix: str) -> list[str]:
         for name in (
             "off", "meta", "dl", "wm", "dd:gens", "brands", "rank", "fh", "ms",
             "outbox", "sm:idx", "clock", "clock:part", "ch",
+            REGIONS_SET, REGIONS_KEY, FIRST_HOUR_KEY, MINUTES_KEY,
         )
     ]  # fmt: skip
     keys.extend(p + "bc:" + b for b in plan.brands)
@@ -232,6 +262,8 @@ def step_keys(plan: Plan, rules: CampaignRules, prefix: str) -> list[str]:
     buyers = {(o.brand, o.channel) for o in plan.orders}
     sets.update(f"u:bc:{plan.brands[b]}:{CHANNELS[c]}" for b, c in buyers)
     sets.update(f"u:ch:{CHANNELS[c]}" for _b, c in buyers)
+    if plan.orders:  # the buyers of every region the step may count under
+        sets.update(REGION_BUYERS + r for r in (*plan.labels, OTHER_REGION))
     keys.extend(p + k for k in sorted(sets))
     return keys
 
@@ -446,7 +478,9 @@ class RedisStore:
             raise _transient(exc) from exc
         return _outcome(result)
 
-    async def report(self, top: int | None = None) -> dict[str, Any]:
+    async def report(
+        self, top: int | None = None, minutes: int = DEFAULT_MINUTES
+    ) -> dict[str, Any]:
         # Brands and totals are sums of brand x channel and channel counters;
         # buyers are unions of HyperLogLogs (PFCOUNT over several keys).
         p, c = self.prefix, self.client
@@ -465,10 +499,19 @@ class RedisStore:
             pipe.hgetall(p + "dl")
             pipe.hgetall(p + "meta")
             pipe.xrange(p + "alerts")
+            # The facets: regions, first hour by channel, minutes (one field a
+            # minute and counter: 5 x 1,440 a day, read whole).
+            pipe.hgetall(p + REGIONS_KEY)
+            pipe.hgetall(p + FIRST_HOUR_KEY)
+            pipe.hgetall(p + MINUTES_KEY)
             head = await pipe.execute()
         channels_raw, buyers_total = head[:2]
         channel_buyers = dict(zip(CHANNELS, head[2 : 2 + len(CHANNELS)], strict=True))
-        milestones_raw, dead_raw, meta_raw, alerts_raw = head[2 + len(CHANNELS) :]
+        milestones_raw, dead_raw, meta_raw, alerts_raw = head[
+            2 + len(CHANNELS) : 6 + len(CHANNELS)
+        ]
+        regions_raw, hour_raw, minutes_raw = head[6 + len(CHANNELS) :]
+        regions = split_labelled(_int_map(regions_raw))
 
         async with c.pipeline(transaction=False) as pipe:
             for b in order:
@@ -492,12 +535,15 @@ class RedisStore:
                     pipe.execute_command("PFCOUNT", *keys)
                     for key in keys:
                         pipe.execute_command("PFCOUNT", key)
+            for region in regions:
+                pipe.execute_command("PFCOUNT", p + REGION_BUYERS + region)
             counts = iter(await pipe.execute())
         for row in rows:
             if row.by_channel:
                 row.buyers = next(counts)
                 for channel in row.by_channel:
                     row.channel_buyers[channel] = next(counts)
+        region_buyers = {region: next(counts) for region in regions}
 
         channels = _split_channels(_int_map(channels_raw))
         totals = {name: sum(ch[name] for ch in channels.values()) for name in COUNTERS}
@@ -515,6 +561,10 @@ class RedisStore:
             watermark_ms=meta.get("watermark_ms", 0),
             late=meta.get("late", 0),
             alerts=decode_alerts(alerts_raw),
+            regions=regions,
+            region_buyers=region_buyers,
+            first_hour=split_labelled(_int_map(hour_raw)),
+            minutes=latest_minutes(_int_map(minutes_raw), minutes),
         )
 
     async def _every_brand(self) -> list[str]:
@@ -614,8 +664,11 @@ class MemoryStore:
     async def send(self, plan: Plan, now_ms: int) -> Awaitable[Applied | Stale]:
         return asyncio.ensure_future(self.apply(plan, now_ms))
 
-    async def report(self, top: int | None = None) -> dict[str, Any]:
+    async def report(
+        self, top: int | None = None, minutes: int = DEFAULT_MINUTES
+    ) -> dict[str, Any]:
         s = self.state
+        regions = split_labelled(s.hashes.get(REGIONS_KEY, {}))
         order = sorted(s.brands, key=lambda b: (-s.brands[b]["gross_gmv_fen"], b))
         rows = []
         for b in order[: top if top is not None else None]:
@@ -650,6 +703,12 @@ class MemoryStore:
             out_of_window=s.out_of_window,
             watermark_ms=s.watermark_ms,
             late=s.late,
+            regions=regions,
+            region_buyers={
+                r: len(s.facet_buyers.get(REGION_BUYERS + r, ())) for r in regions
+            },
+            first_hour=split_labelled(s.hashes.get(FIRST_HOUR_KEY, {})),
+            minutes=latest_minutes(s.hashes.get(MINUTES_KEY, {}), minutes),
         )
 
     async def reset(self) -> int:

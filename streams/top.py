@@ -14,7 +14,15 @@ from processors.events import INPUT_TOPICS
 from streams.errors import PresaleError
 from streams.kafka import lag, log_end_offsets
 from streams.live import read_live
-from streams.report import shown, totals_rows, yuan
+from streams.report import (
+    FIRST_HOUR_COLUMNS,
+    first_hour_rows,
+    percent,
+    shown,
+    totals_rows,
+    yuan,
+)
+from streams.report import ratio as ratio_of
 from streams.settings import Settings
 from streams.store import RedisStore
 
@@ -55,7 +63,15 @@ def frame(view: Mapping[str, Any], status: str = "") -> Any:
     )
 
     brands = Table(title="GMV race: top brands by gross GMV", expand=True)
-    for col in ("#", "brand", "gross GMV", "first hour", "vs last year", "orders"):
+    for col in (
+        "#",
+        "brand",
+        "gross GMV",
+        "first hour",
+        "vs last year",
+        "orders",
+        "VIP share",
+    ):
         brands.add_column(col, justify="left" if col == "brand" else "right")
     for b in view["brands"]:
         base = b["baseline_first_hour_gmv_fen"]
@@ -67,7 +83,34 @@ def frame(view: Mapping[str, Any], status: str = "") -> Any:
             yuan(b["first_hour_gross_gmv_fen"]),
             ratio,
             f"{b['orders']:,}",
+            percent(b.get("vip_share")),
         )
+    hour = Table(title="first hour against last year", expand=True)
+    for col in FIRST_HOUR_COLUMNS:
+        hour.add_column(col, justify="left" if col == "channel" else "right")
+    for line in first_hour_rows(
+        {
+            "channels": {
+                ch: {"first_hour": block}
+                for ch, block in view.get("first_hour_channels", {}).items()
+            },
+            "first_hour": view["first_hour"],
+        }
+    ):
+        hour.add_row(*line)
+    regions = Table(title="regions by gross GMV", expand=True)
+    for col in ("region", "gross GMV", "orders", "VIP share"):
+        regions.add_column(col, justify="left" if col == "region" else "right")
+    for name, r in list(view.get("regions", {}).items())[:12]:
+        regions.add_row(
+            Text(name),  # producer data, never markup
+            yuan(r["gross_gmv_fen"]),
+            f"{r['orders']:,}",
+            percent(ratio_of(r["vip_orders"], r["orders"])),
+        )
+    curve = Text.assemble(
+        ("GMV by minute ", "bold"), sparkline(view.get("minutes", []))
+    )
 
     alerts = Table(title=f"surge alerts ({view['alert_count']:,})", expand=True)
     alerts.add_column("minute")
@@ -110,7 +153,25 @@ def frame(view: Mapping[str, Any], status: str = "") -> Any:
         f"  read {_clock(view['read_at_ms'])} UTC",
         (f"  {status}" if status else "", "red"),
     )
-    return Group(title, head, first_hour, brands, side)
+    facets = Table.grid(expand=True)
+    facets.add_column(ratio=2)
+    facets.add_column(ratio=1)
+    facets.add_row(hour, regions)
+    return Group(title, head, first_hour, curve, brands, facets, side)
+
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(minutes: list[Mapping[str, int]]) -> str:
+    """The GMV curve as one line of block characters, oldest minute first, and
+    the latest minute's GMV."""
+    if not minutes:
+        return "-"
+    values = [m["gross_gmv_fen"] for m in minutes]
+    top = max(values) or 1
+    bars = "".join(BARS[round(v / top * (len(BARS) - 1))] for v in values)
+    return f"{bars}  latest minute {yuan(values[-1])}"
 
 
 async def read_view(store: RedisStore, settings: Settings, top: int) -> dict[str, Any]:

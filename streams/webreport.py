@@ -21,6 +21,7 @@ import orjson
 from processors.events import INPUT_TOPICS
 from streams.errors import PresaleError
 from streams.kafka import EndOffsets, lag
+from streams.report import DEFAULT_MINUTES, MAX_MINUTES
 from streams.settings import Settings
 from streams.store import RedisStore
 
@@ -53,6 +54,21 @@ def parse_report_top(raw: str | None) -> int | None:
     return top
 
 
+def parse_report_minutes(raw: str | None) -> int:
+    """`?minutes=N`: the latest N minutes of the GMV curve (default 60), N in
+    0..MAX_MINUTES, as `presale report --minutes`."""
+    if raw is None:
+        return DEFAULT_MINUTES
+    if not (raw.isascii() and raw.isdigit()) or int(raw[:9]) > MAX_MINUTES:
+        shown = raw[:40]
+        msg = f"minutes must be a whole number from 0 to {MAX_MINUTES:,}, got {shown!r}"
+        raise BadQuery(msg)
+    return int(raw)
+
+
+Query = tuple[int | None, int]  # (top, minutes)
+
+
 class ReportBuilder:
     """Builds the report's JSON in its own thread and event loop."""
 
@@ -60,7 +76,7 @@ class ReportBuilder:
         self.settings = settings
         self.cache_s = cache_s
         self.builds = 0  # how many reports were built (tests read it)
-        self._cache: dict[int | None, tuple[float, bytes]] = {}
+        self._cache: dict[Query, tuple[float, bytes]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
@@ -79,14 +95,14 @@ class ReportBuilder:
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    async def get(self, top: int | None) -> bytes:
+    async def get(self, top: int | None, minutes: int = DEFAULT_MINUTES) -> bytes:
         """The report's JSON, from any event loop: built, or from the cache."""
         future: Future[bytes] = asyncio.run_coroutine_threadsafe(
-            self._get(top), self._ensure_thread()
+            self._get((top, minutes)), self._ensure_thread()
         )
         return await asyncio.wrap_future(future)
 
-    async def _get(self, top: int | None) -> bytes:
+    async def _get(self, top: Query) -> bytes:
         hit = self._cache.get(top)
         if hit is not None and time.monotonic() - hit[0] < self.cache_s:
             return hit[1]
@@ -102,7 +118,7 @@ class ReportBuilder:
             self._cache[top] = (time.monotonic(), body)
             return body
 
-    async def _build(self, top: int | None) -> bytes:
+    async def _build(self, query: Query) -> bytes:
         self.builds += 1
         if self._store is None:
             self._store = RedisStore.from_settings(self.settings)
@@ -115,7 +131,7 @@ class ReportBuilder:
             )
         except PresaleError:
             consumer_lag = None
-        body = await self._store.report(top=top)
+        body = await self._store.report(top=query[0], minutes=query[1])
         body["consumer_lag"] = consumer_lag
         return orjson.dumps(body)
 
@@ -137,10 +153,12 @@ class ReportBuilder:
 
 
 async def respond(web: Any, builder: ReportBuilder, query: Any) -> Any:
-    """The GET /report response: 400 for a bad `top`, else the report."""
+    """The GET /report response: 400 for a bad `top` or `minutes`, else the
+    report."""
     try:
         top = parse_report_top(query.get("top"))
+        minutes = parse_report_minutes(query.get("minutes"))
     except BadQuery as exc:
         return web.json({"error": str(exc)}, status=400)
-    body = await builder.get(top)
+    body = await builder.get(top, minutes)
     return web.bytes(body, content_type="application/json")

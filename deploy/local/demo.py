@@ -25,7 +25,9 @@ from streams.replay import count_records  # noqa: E402
 def main() -> int:
     name = os.environ.get("DEMO_RECORDING", "first-hour")
     settings = json.loads((STREAMS / f"{name}.settings.json").read_text())
-    settings["PRESALE_BASELINE_CSV"] = str(STREAMS / settings["PRESALE_BASELINE_CSV"])
+    for csv_name in ("PRESALE_BASELINE_CSV", "PRESALE_CHANNEL_BASELINE_CSV"):
+        if csv_name in settings:
+            settings[csv_name] = str(STREAMS / settings[csv_name])
     settings["PRESALE_CAMPAIGN_ID"] = f"demo-{name}"
     env = {**os.environ, **settings}
     env["PRESALE_TOPIC_PREFIX"] = os.environ.get("PRESALE_TOPIC_PREFIX", f"demo-{name}")

@@ -76,14 +76,29 @@ local EXACT = 2 ^ 53
 -- Counter hashes: key -> {fields, lows, highs}; each is read with HMGET and
 -- written with one HSET (2,000 fields at a time: an HSET's 4,000 values stay
 -- under unpack's limit) in section 9.
+-- A field queued twice (two facets' profiles adding to one region) adds up.
 local pending = {}
 local function queue_add(key, field, lo, hi)
   local w = pending[key]
   if not w then
-    w = {{}, {}, {}}
+    w = {{}, {}, {}, {}}
     pending[key] = w
   end
-  local i = #w[1] + 1
+  local i = w[4][field]
+  if i then
+    local v = w[2][i] + lo
+    local h = w[3][i] + (hi or 0)
+    if v >= CARRY or v <= -CARRY then
+      local c = v >= 0 and math.floor(v / CARRY) or -math.floor(-v / CARRY)
+      h = h + c
+      v = v - c * CARRY
+    end
+    w[2][i] = v
+    w[3][i] = h
+    return
+  end
+  i = #w[1] + 1
+  w[4][field] = i
   w[1][i] = field
   w[2][i] = lo
   w[3][i] = hi or 0
@@ -150,9 +165,12 @@ end
 -- looked up, and its repeats in the batch are late too. Orders and cancels:
 -- [shard, ids, owners], kept for the campaign's life.
 local fresh = {}  -- owner -> its ids Redis had not seen
+-- profile -> fresh clicks, fresh carts (owners below #plan.c are click tallies)
+local fresh_clicks, fresh_carts = {}, {}
+local n_click_tallies = #plan.c
 local late = 0
 local new_gens = {}
-local function dedupe(key, members, owners)
+local function dedupe(key, members, owners, profiles)
   if #members == 0 then
     return
   end
@@ -164,6 +182,14 @@ local function dedupe(key, members, owners)
       new[n] = members[i]
       local owner = owners[i]
       fresh[owner] = (fresh[owner] or 0) + 1
+      if profiles then
+        local p = profiles[i]
+        if owner < n_click_tallies then
+          fresh_clicks[p] = (fresh_clicks[p] or 0) + 1
+        else
+          fresh_carts[p] = (fresh_carts[p] or 0) + 1
+        end
+      end
     end
   end
   if n > 0 then
@@ -171,17 +197,28 @@ local function dedupe(key, members, owners)
   end
 end
 for _, group in ipairs(plan.dc) do
-  local gen, shard, members, owners, times, reps = group[1], group[2], group[3],
-    group[4], group[5], group[6]
+  local gen, shard, members, owners, times, reps, profs = group[1], group[2],
+    group[3], group[4], group[5], group[6], group[7]
   local is_late = {}
-  local m, o = {}, {}
+  -- Late ids are rare: a group without one is looked up as it came.
+  local m, o, pr = members, owners, profs
   for i = 1, #members do
     if times[i] < cutoff then
-      is_late[i] = true
-      late = late + 1
-    else
-      m[#m + 1] = members[i]
-      o[#o + 1] = owners[i]
+      m, o, pr = {}, {}, {}
+      break
+    end
+  end
+  if m ~= members then
+    for i = 1, #members do
+      if times[i] < cutoff then
+        is_late[i] = true
+        late = late + 1
+      else
+        local k = #m + 1
+        m[k] = members[i]
+        o[k] = owners[i]
+        pr[k] = profs[i]
+      end
     end
   end
   for i = 1, #reps, 2 do
@@ -191,7 +228,7 @@ for _, group in ipairs(plan.dc) do
   end
   if #m > 0 then
     new_gens[fmt(gen)] = true
-    dedupe(P .. "dd:" .. fmt(gen) .. ":" .. shard, m, o)
+    dedupe(P .. "dd:" .. fmt(gen) .. ":" .. shard, m, o, pr)
   end
 end
 for _, group in ipairs(plan.dr) do
@@ -233,6 +270,18 @@ local function add(t, name, n)
   t[name] = v
 end
 
+-- profile -> the counters its fresh events add to its facets (section 6b)
+local prof = {}
+local prof_users = {}
+local function psums(p)
+  local t = prof[p]
+  if not t then
+    t = {}
+    prof[p] = t
+  end
+  return t
+end
+
 local owner = 0
 local tallied = 0
 for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
@@ -249,19 +298,37 @@ for _, spec in ipairs({{plan.c, "clicks"}, {plan.k, "carts"}}) do
   end
 end
 local duplicates = tallied - new_events - late
+for p, n in pairs(fresh_clicks) do
+  psums(p).clicks = n
+end
+for p, n in pairs(fresh_carts) do
+  psums(p).carts = n
+end
 
 for _, r in ipairs(plan.r) do
-  -- {brand, channel, amount, qty, vip, user, ts, first_hour}
+  -- {brand, channel, amount, qty, vip, user, ts, first_hour, profile}
   local new = fresh[owner]
   owner = owner + 1
   if new then
     new_events = new_events + 1
     local t, k = counters(r[1], r[2])
+    local pt = psums(r[9])
     add(t, "orders", 1)
     add(t, "units", r[4])
     add(t, "gross_gmv_fen", r[3])
     add(t, "net_gmv_fen", r[3])
     add(t, "vip_orders", r[5])
+    add(pt, "orders", 1)
+    add(pt, "units", r[4])
+    add(pt, "gross_gmv_fen", r[3])
+    add(pt, "net_gmv_fen", r[3])
+    add(pt, "vip_orders", r[5])
+    local pu = prof_users[r[9]]
+    if not pu then
+      pu = {}
+      prof_users[r[9]] = pu
+    end
+    pu[#pu + 1] = r[6]
     local users = buyers[k]
     if not users then
       users = {}
@@ -270,6 +337,7 @@ for _, r in ipairs(plan.r) do
     users[#users + 1] = r[6]
     if r[8] == 1 then
       add(t, "first_hour_gross_gmv_fen", r[3])
+      add(pt, "first_hour_gross_gmv_fen", r[3])
       local s = steps[r[1]]
       if not s then
         s = {}
@@ -283,14 +351,17 @@ for _, r in ipairs(plan.r) do
 end
 
 for _, x in ipairs(plan.x) do
-  -- {brand, channel, amount}
+  -- {brand, channel, amount, profile}
   local new = fresh[owner]
   owner = owner + 1
   if new then
     new_events = new_events + 1
     local t = counters(x[1], x[2])
+    local pt = psums(x[4])
     add(t, "cancels", 1)
     add(t, "net_gmv_fen", -x[3])
+    add(pt, "cancels", 1)
+    add(pt, "net_gmv_fen", -x[3])
   else
     duplicates = duplicates + 1
   end
@@ -359,6 +430,112 @@ for ch, totals in pairs(per_channel) do
     end
   end
 end
+-- 6b. Facets: where the planner says each fresh event also adds
+-- (processors/counting.py:Facet): its region, its minute, its channel's first
+-- hour. Each profile's sums go to its facets' cells first, so a cell met by
+-- many profiles is queued once. A labelled facet names a region: one the
+-- campaign holds, or a new one while it holds fewer than the cap
+-- (PRESALE_MAX_REGIONS), in the plan's order; past the cap, `other`.
+-- Decided here, read before any write.
+local cell_sums, cell_users = {}, {}
+for p, sums in pairs(prof) do
+  local users = prof_users[p]
+  for _, f in ipairs(plan.g[p + 1]) do
+    local cs = cell_sums[f]
+    if not cs then
+      cs = {}
+      cell_sums[f] = cs
+    end
+    for name, v in pairs(sums) do
+      if string.sub(name, -1) == "^" then
+        cs[name] = (cs[name] or 0) + v
+      else
+        add(cs, name, v)
+      end
+    end
+    if users then
+      local cu = cell_users[f]
+      if not cu then
+        cu = {}
+        cell_users[f] = cu
+      end
+      for i = 1, #users do
+        cu[#cu + 1] = users[i]
+      end
+    end
+  end
+end
+local resolved = {}
+do
+  local used = {}
+  for f in pairs(cell_sums) do
+    local label = plan.gf[f + 1][3]
+    if label >= 0 then
+      used[label] = true
+    end
+  end
+  local names, idx = {}, {}
+  for i = 1, #plan.lb do
+    if used[i - 1] then
+      names[#names + 1] = plan.lb[i]
+      idx[#idx + 1] = i - 1
+    end
+  end
+  if #names > 0 then
+    local cap_key = P .. plan.lk
+    must_be(cap_key, "set")
+    local member = chunked("SMISMEMBER", cap_key, names)
+    local size = redis.call("SCARD", cap_key)
+    local admitted = {}
+    for j = 1, #names do
+      if member[j] == 1 then
+        resolved[idx[j]] = names[j]
+      elseif size < plan.lm then
+        size = size + 1
+        resolved[idx[j]] = names[j]
+        admitted[#admitted + 1] = names[j]
+      else
+        resolved[idx[j]] = plan.lo
+      end
+    end
+    if #admitted > 0 then
+      later(function() chunked("SADD", cap_key, admitted) end)
+    end
+  end
+end
+for f, sums in pairs(cell_sums) do
+  local facet = plan.gf[f + 1]
+  local key, head, label = P .. facet[1], facet[2], ""
+  if facet[3] >= 0 then
+    label = resolved[facet[3]]
+    head = head .. label .. ":"
+  end
+  local only = nil
+  if #facet[4] > 0 then
+    only = {}
+    for _, name in ipairs(facet[4]) do
+      only[name] = true
+    end
+  end
+  for name, lo in pairs(sums) do
+    if string.sub(name, -1) ~= "^" and (not only or only[name]) then
+      queue_add(key, head .. name, lo, sums[name .. "^"] or 0)
+    end
+  end
+  local users = cell_users[f]
+  if users and facet[5] ~= "" then
+    local hk = P .. facet[5] .. label
+    local list = hll[hk]
+    if not list then
+      list = {}
+      hll[hk] = list
+    end
+    for i = 1, #users do
+      list[#list + 1] = users[i]
+    end
+  end
+end
+
 -- Buyers go first among the writes, unchecked (one TYPE a brand would cost
 -- as much as the adds): adding to a HyperLogLog is idempotent, so a step that
 -- fails on a key of the wrong type here has changed nothing that its retry,

@@ -203,6 +203,25 @@ def orders_file(tmp: Path, n: int, brand: str) -> Path:
     return path
 
 
+def test_live_api_carries_the_first_hour_regions_and_minutes(live: Live) -> None:
+    """/api/live's first hour by channel and in total, the GMV curve and the
+    regions' gross GMV equal the full report's, which equals the reference's."""
+    view, report = live.api(), live.report
+    assert view["first_hour_channels"] == {
+        ch: block["first_hour"] for ch, block in report["channels"].items()
+    }
+    keep = ("clicks", "carts", "orders", "gross_gmv_fen", "conversion", "vs_last_year")
+    assert {k: view["first_hour"][k] for k in keep} == {
+        k: report["first_hour"][k] for k in keep
+    }
+    assert view["minutes"] == report["minutes"]
+    assert {r: v["gross_gmv_fen"] for r, v in view["regions"].items()} == {
+        r: v["gross_gmv_fen"] for r, v in report["regions"].items()
+    }
+    top = {b["brand_id"]: b["vip_share"] for b in report["brands"]}
+    assert all(b["vip_share"] == top[b["brand_id"]] for b in view["brands"])
+
+
 def test_page_in_chromium_shows_brands_and_updates(live: Live, tmp_path: Path) -> None:
     """Headless Chromium loads GET /, shows the 20 top brands of the report in
     order, then, without a reload, shows 7 new orders published after it loaded
@@ -233,6 +252,20 @@ def test_page_in_chromium_shows_brands_and_updates(live: Live, tmp_path: Path) -
             )
             assert shown == [b["brand_id"] for b in report["brands"][:20]]
             assert page.text_content("#total-orders") == f"{orders_before:,}"
+            # The GMV curve, the first hour against last year, the regions.
+            assert len(page.get_attribute("#curve-line", "d") or "") > 100
+            rows = page.eval_on_selector_all(
+                "#channels tbody tr",
+                "rows => rows.map(r => [...r.cells].map(c => c.textContent))",
+            )
+            livestream = report["channels"]["livestream"]["first_hour"]
+            row = next(r for r in rows if r[0] == "livestream")
+            assert row[1] == f"{livestream['clicks']:,}"
+            assert (
+                row[2] == f"+{round(100 * (livestream['vs_last_year']['clicks'] - 1))}%"
+            )
+            assert [r[0] for r in rows][-1] == "total"
+            assert page.eval_on_selector_all("#regions tbody tr", "r => r.length") == 12
             page.evaluate("window.__loadedOnce = true")  # gone if the page reloads
 
             live.env.replay(orders_file(tmp_path, 7, "live-newcomer"))

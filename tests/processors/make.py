@@ -106,6 +106,8 @@ class View:
     out_of_window: int
     late: int
     watermark_ms: int
+    # The whole report: regions, first hour, minutes, vip_share.
+    report: dict[str, Any]
 
 
 def view_of(report: dict[str, Any], offsets: dict[str, int]) -> View:
@@ -138,6 +140,7 @@ def view_of(report: dict[str, Any], offsets: dict[str, int]) -> View:
         out_of_window=report["out_of_window"],
         late=report["late"],
         watermark_ms=report["watermark_ms"],
+        report=report,
     )
 
 
@@ -205,6 +208,10 @@ class Feed:
     def state(self) -> View:
         report = self._run(lambda s: s.report())
         return view_of(report, self.offsets())
+
+    def report(self, minutes: int = 60) -> dict[str, Any]:
+        """The store's report, with the latest `minutes` minutes."""
+        return self._run(lambda s: s.report(minutes=minutes))
 
     def brand(self, brand_id: str = "b1") -> dict[str, int]:
         return self.state.brands[brand_id]

@@ -108,13 +108,36 @@ def test_first_hour_is_calibrated() -> None:
     assert 100_000 <= got.summary["records"] <= 400_000
 
 
+def test_first_hour_against_last_year() -> None:
+    """first-hour's report carries the published facts against its channel
+    CSV: livestream clicks +40%, flash-sale orders 2.3x, conversion +15% in
+    total, each within 0.01; 32 regions (the generator's 31 provinces and
+    `unknown` for events without one); the latest 60 minutes."""
+    report = measured("first-hour").report
+    live = report["channels"]["livestream"]["first_hour"]["vs_last_year"]
+    flash = report["channels"]["flash_sale"]["first_hour"]["vs_last_year"]
+    total = report["first_hour"]["vs_last_year"]
+    assert abs(live["clicks"] - 1.4) <= 0.01
+    assert abs(flash["orders"] - 2.3) <= 0.01
+    assert abs(total["conversion"] - 1.15) <= 0.01
+    assert len(report["minutes"]) == 60
+    assert len(report["regions"]) == len(generate.REGION_WEIGHTS) + 1
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_regenerates_byte_for_byte(name: str, tmp_path: Path) -> None:
     """The generator remakes the committed files exactly (same seed, same bytes)."""
     assert generate.main(generate.committed_argv(name, tmp_path)) == 0
     fresh = Companions.beside(tmp_path / f"{name}.jsonl.gz")
     committed = measured(name).companions
-    for attribute in ("recording", "baseline", "settings", "lastyear", "expected"):
+    for attribute in (
+        "recording",
+        "baseline",
+        "settings",
+        "lastyear",
+        "expected",
+        "channels",
+    ):
         new = getattr(fresh, attribute).read_bytes()
         old = getattr(committed, attribute).read_bytes()
         assert new == old, f"{name}: {attribute} differs from a fresh generation"

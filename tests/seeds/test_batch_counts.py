@@ -225,6 +225,57 @@ EXPECTED: dict[str, Any] = {
 }  # fmt: skip
 
 
+def fh(
+    clicks: int = 0,
+    carts: int = 0,
+    orders: int = 0,
+    gross: int = 0,
+    conversion: float | None = None,
+    vs: dict[str, float | None] | None = None,
+) -> dict[str, Any]:
+    """A first-hour block (CONTRACT 3b); no channel CSV: every ratio null."""
+    return {
+        "clicks": clicks,
+        "carts": carts,
+        "orders": orders,
+        "gross_gmv_fen": gross,
+        "conversion": conversion,
+        "vs_last_year": vs or dict.fromkeys(("clicks", "orders", "gross_gmv",
+                                             "conversion")),
+    }  # fmt: skip
+
+
+# CONTRACT 3b, by hand. First hour [S, S + 1 h): clicks c1 (search) and c2
+# (detail), the cart, orders o1 1,500, o2 600, o4 100, o5 5,000, o7 4,999,
+# o9 200, o10 2,000: 7 orders, 14,399 fen; conversion 7 / 2.
+for _channel, _block in {
+    "detail": fh(clicks=1, conversion=0.0),
+    "flash_sale": fh(orders=1, gross=2_000),
+    "livestream": fh(orders=1, gross=600),
+    "other": fh(orders=1, gross=5_000),
+    "recommend": fh(orders=1, gross=200),
+    "search": fh(clicks=1, carts=1, orders=2, gross=1_600, conversion=2.0),
+    "store": fh(orders=1, gross=4_999),
+}.items():
+    EXPECTED["channels"][_channel]["first_hour"] = _block
+EXPECTED["first_hour"].update(fh(2, 1, 7, 14_399, 3.5))
+# No event names a region: every counted event is `unknown`.
+EXPECTED["regions"] = {"unknown": EXPECTED["totals"]}
+# S is a whole minute: c1, the cart, o1, o2, o5, o7, c2, o9, o10 and o2's
+# cancel fall in it; o4 in the first hour's last minute, o3 in the next, o6 in
+# the campaign's last.
+EXPECTED["minutes"] = [
+    {"minute_ms": S, "clicks": 2, "orders": 6, "gross_gmv_fen": 14_299},
+    {"minute_ms": FIRST_HOUR_END_MS - 60_000, "clicks": 0, "orders": 1,
+     "gross_gmv_fen": 100},
+    {"minute_ms": FIRST_HOUR_END_MS, "clicks": 0, "orders": 1, "gross_gmv_fen": 700},
+    {"minute_ms": END_MS - 60_000, "clicks": 0, "orders": 1, "gross_gmv_fen": 9_999},
+]  # fmt: skip
+# vip_orders / orders: b1 1 of 4; b5 1 of 1; b4 has no orders.
+for _row in EXPECTED["brands"]:
+    _row["vip_share"] = {"b1": 0.25, "b5": 1.0, "b4": None}.get(_row["brand_id"], 0.0)
+
+
 def test_hand_computed_report() -> None:
     """Dedupe, cancel before its order, window edges, defaults, milestones and
     sorting, all in one stream whose report was worked out by hand."""
@@ -507,3 +558,71 @@ def test_reference_defaults_are_the_workers() -> None:
         1_000_000,
         86_400_000,
     )
+
+
+# --------------------------------------------------------------------------
+# CONTRACT 3 and 3b: regions, last year per channel
+
+
+@pytest.mark.parametrize(
+    ("regions", "cap", "expected"),
+    [
+        (["a", "b", "a"], 64, {"a": 2, "b": 1}),
+        # the first 2 distinct regions in arrival order keep their name
+        (["a", "b", "c", "a", "d"], 2, {"a": 2, "b": 1, "other": 2}),
+        (["x", None, "y"], 2, {"unknown": 1, "x": 1, "other": 1}),
+    ],
+)
+def test_regions_and_their_cap(
+    regions: list[str | None], cap: int, expected: dict[str, int]
+) -> None:
+    """Counted clicks by region, `unknown` without one, past the cap `other`."""
+    items = [
+        ev("click", S, **({"region": r} if r is not None else {})) for r in regions
+    ]
+    got = report_of(items, max_regions=cap)["regions"]
+    assert {name: block["clicks"] for name, block in got.items()} == expected
+
+
+def test_channel_baseline_csv(tmp_path: Path) -> None:
+    """Last year's first hour per channel from PRESALE_CHANNEL_BASELINE_CSV
+    (beside the settings): livestream 5 clicks, 4 orders, 400 fen last year
+    against 7 clicks, 2 orders, 1,000 fen now -> 1.4, 0.5, 2.5 and conversion
+    (2/7) / (4/5) = 0.357; the total's last year is the sum of the rows."""
+    live = {"channel": "livestream", "room_id": "r1"}
+    items = [ev("click", S + i, **live) for i in range(7)]
+    items += [order(S, "o1", 400, **live), order(S, "o2", 600, **live)]
+    items.append(ev("click", S, channel="search"))
+    lines = [json.dumps(item) for item in items]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "ch.csv").write_text(
+        "channel,first_hour_clicks,first_hour_orders,first_hour_gross_gmv_fen\n"
+        "livestream,5,4,400\nsearch,0,1,100\n"
+    )
+    settings = {
+        "PRESALE_CAMPAIGN_ID": "t",
+        "PRESALE_CAMPAIGN_START_MS": str(START_MS),
+        "PRESALE_CAMPAIGN_END_MS": str(END_MS),
+        "PRESALE_CHANNEL_BASELINE_CSV": "ch.csv",
+    }
+    got = expected_report(tmp_path / "t.jsonl", settings)
+    assert got["channels"]["livestream"]["first_hour"]["vs_last_year"] == {
+        "clicks": 1.4,
+        "orders": 0.5,
+        "gross_gmv": 2.5,
+        "conversion": 0.357,
+    }
+    # search: no clicks last year, 0 orders now against 1
+    assert got["channels"]["search"]["first_hour"]["vs_last_year"] == {
+        "clicks": None,
+        "orders": 0.0,
+        "gross_gmv": 0.0,
+        "conversion": None,
+    }
+    # total: 8 clicks / 5, 2 orders / 5, 1,000 / 500, (2/8) / (5/5)
+    assert got["first_hour"]["vs_last_year"] == {
+        "clicks": 1.6,
+        "orders": 0.4,
+        "gross_gmv": 2.0,
+        "conversion": 0.25,
+    }

@@ -152,3 +152,4 @@ def test_companions(recording: str, name: str) -> None:
     assert companions.settings == folder / f"{name}.settings.json"
     assert companions.lastyear == folder / f"{name}.lastyear.json"
     assert companions.expected == folder / f"{name}.expected.json"
+    assert companions.channels == folder / f"{name}.channels.csv"

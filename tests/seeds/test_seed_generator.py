@@ -27,7 +27,8 @@ def make(tmp_path: Path, *args: str, name: str = "w") -> Companions:
 
 def all_bytes(companions: Companions) -> dict[str, bytes]:
     paths = [companions.recording, companions.baseline, companions.settings,
-             companions.lastyear, companions.expected]  # fmt: skip
+             companions.lastyear, companions.expected,
+             companions.channels]  # fmt: skip
     return {path.name: path.read_bytes() for path in paths}
 
 
@@ -107,8 +108,19 @@ def test_companion_files(world: Companions) -> None:
         "PRESALE_MILESTONES_FEN",
         "PRESALE_YOY_MIN_BASELINE_FEN",
         "PRESALE_BASELINE_CSV",
+        "PRESALE_CHANNEL_BASELINE_CSV",
     }
     assert settings["PRESALE_BASELINE_CSV"] == world.baseline.name
+    assert settings["PRESALE_CHANNEL_BASELINE_CSV"] == world.channels.name
+    with open(world.channels, newline="") as stream:
+        rows = list(csv.reader(stream))
+    assert rows[0] == [
+        "channel",
+        "first_hour_clicks",
+        "first_hour_orders",
+        "first_hour_gross_gmv_fen",
+    ]
+    assert [row[0] for row in rows[1:]] == list(generate.CHANNELS)
     assert settings["PRESALE_CAMPAIGN_START_MS"] == str(generate.T0_MS)
     assert settings["PRESALE_MILESTONES_FEN"] == "40000,400000"
     assert settings["PRESALE_YOY_MIN_BASELINE_FEN"] == "400"

@@ -32,6 +32,11 @@ def _keys(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
         ("u:ch:other", "hash"),  # a HyperLogLog it only adds to
         ("outbox", "string"),  # the stream milestones go to
         ("bc:b1", "string"),  # a counter hash
+        ("rgs", "string"),  # the regions the campaign admitted
+        ("rg", "string"),  # the facets' hashes: regions, first hour, minutes
+        ("fhc", "string"),
+        ("mn", "string"),
+        ("u:rg:unknown", "hash"),  # a region's buyers
     ],
 )
 def test_a_step_that_would_fail_halfway_changes_nothing(

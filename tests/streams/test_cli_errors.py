@@ -61,6 +61,9 @@ CASES: dict[str, Case] = {
         (("PRESALE_CAMPAIGN_START_MS", "2000"), ("PRESALE_CAMPAIGN_END_MS", "1000")),
     ),
     "report, bad campaign id": Case(("report",), (("PRESALE_CAMPAIGN_ID", "a b"),)),
+    "worker, bad channel baseline row": Case(
+        ("worker",), (("PRESALE_CHANNEL_BASELINE_CSV", "{tmp}/bad.csv"),)
+    ),
     "report, negative threshold": Case(
         ("report",), (("PRESALE_MILESTONES_FEN", "100,-1"),)
     ),
@@ -144,6 +147,7 @@ def test_one_line_error(outcomes: dict[str, Outcome], name: str) -> None:
         ("reset, end before start", "PRESALE_CAMPAIGN_END_MS"),
         ("report, bad campaign id", "PRESALE_CAMPAIGN_ID"),
         ("report, negative threshold", "PRESALE_MILESTONES_FEN"),
+        ("worker, bad channel baseline row", "bad.csv:1:"),
     ],
 )
 def test_error_names_the_cause(

@@ -127,9 +127,10 @@ def test_metric_names_and_bounded_labels() -> None:
     """Prometheus naming (counters `_total`, a unit in every other name) and no
     label that could carry a brand, user, event or order id."""
     units = ("_records", "_seconds", "_fen", "_brands_reached", "_brands_doubled")
-    units += ("_ids",)  # presale_distinct_ids: a count of distinct ids
+    units += ("_ids", "_ratio")  # presale_distinct_ids counts distinct ids
     bounded = {"topic", "type", "reason", "kind", "scope", "severity", "service"}
-    bounded |= {"channel", "rank", "threshold_fen"}
+    # region: at most PRESALE_MAX_REGIONS (64) values and `other`
+    bounded |= {"channel", "rank", "threshold_fen", "measure", "region"}
     m = Metrics.create()
     m.alerts.labels("room", "critical").inc()
     assert (
@@ -165,3 +166,109 @@ def test_terminal_frame_shows_the_view() -> None:
         "0 / 3",  # lag / dead letters
     ):
         assert expected in text, expected
+
+
+def test_export_channel_and_region_gauges() -> None:
+    """Each channel's first hour against last year and each region's gross GMV
+    reach Prometheus; a ratio with no base (null) leaves its gauge unset."""
+    m = Metrics.create()
+    v = view(1)
+    v["first_hour_channels"] = {
+        "livestream": {
+            "vs_last_year": {"clicks": 1.4, "orders": None, "gross_gmv": 2.0}
+        }
+    }
+    v["regions"] = {"CN-ZJ": {"gross_gmv_fen": 700}}
+    export(v, m)
+    get = m.registry.get_sample_value
+    name = "presale_channel_first_hour_vs_last_year_ratio"
+    assert get(name, {"channel": "livestream", "measure": "clicks"}) == 1.4
+    assert get(name, {"channel": "livestream", "measure": "orders"}) is None
+    assert get("presale_region_gross_gmv_fen", {"region": "CN-ZJ"}) == 700
+
+
+def test_live_view_reads_the_facets(step_redis_url: str) -> None:
+    """/api/live's model carries the first hour by channel against last year,
+    the regions, the GMV curve by minute and each brand's VIP share, as the
+    atomic step stored them (3 livestream clicks against 2 last year: 1.5)."""
+    import asyncio
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from processors.counting import CampaignRules, plan_batch
+    from streams.live import read_live
+    from streams.store import RedisStore
+    from tests.processors.make import click, order
+
+    t0 = 1_700_000_040_000  # a whole minute
+    rules = CampaignRules(
+        "c1", t0, t0 + 86_400_000, channel_baselines={"livestream": (2, 1, 100)}
+    )
+    live = {"channel": "livestream", "room_id": "r1"}
+    records = [
+        ("clicks:0", i, click(f"c{i}", ts=t0 + i, region="CN-ZJ", **live))
+        for i in range(3)
+    ]
+    records += [
+        ("orders:0", 0, order("o1", 500, ts=t0, vip=True, region="CN-BJ", **live)),
+        ("orders:0", 1, order("o2", 300, ts=t0 + 60_000, **live)),
+    ]
+    prefix = f"t:{{{uuid.uuid4().hex}}}:"
+
+    async def go() -> dict[str, Any]:
+        store = RedisStore.from_url(step_redis_url, prefix, rules)
+        await store.apply(plan_batch(records, rules, {}), 0)
+        await store.close()
+        client = aioredis.Redis.from_url(step_redis_url)
+        try:
+            return await read_live(client, prefix, rules)
+        finally:
+            await client.aclose()
+
+    v = asyncio.run(go())
+    hour = v["first_hour_channels"]["livestream"]
+    assert (hour["clicks"], hour["orders"], hour["gross_gmv_fen"]) == (3, 2, 800)
+    assert hour["vs_last_year"]["clicks"] == 1.5
+    assert v["first_hour"]["vs_last_year"]["orders"] == 2.0
+    assert list(v["regions"]) == ["CN-BJ", "unknown", "CN-ZJ"]  # by gross GMV
+    assert v["minutes"] == [
+        {"minute_ms": t0, "clicks": 3, "orders": 1, "gross_gmv_fen": 500},
+        {"minute_ms": t0 + 60_000, "clicks": 0, "orders": 1, "gross_gmv_fen": 300},
+    ]
+    assert v["brands"][0]["vip_share"] == 0.5
+
+
+def test_terminal_frame_shows_the_first_hour_regions_and_curve() -> None:
+    """`presale top` shows each channel's first hour against last year (+40%
+    for 1.4), the regions, the GMV curve and each brand's VIP share."""
+    v = view(1)
+    v["brands"][0].update(vip_share=0.55, vip_orders=11)
+    block = {
+        "clicks": 140,
+        "carts": 1,
+        "orders": 23,
+        "gross_gmv_fen": 900,
+        "conversion": 0.164,
+        "vs_last_year": {
+            "clicks": 1.4,
+            "orders": 2.3,
+            "gross_gmv": None,
+            "conversion": 1.15,
+        },
+    }
+    v["first_hour_channels"] = {"livestream": block}
+    v["first_hour"] = {**v["first_hour"], **block}
+    v["regions"] = {"[b]CN-ZJ": {"gross_gmv_fen": 4_200, "orders": 4, "vip_orders": 1}}
+    v["minutes"] = [
+        {"minute_ms": T0, "clicks": 1, "orders": 1, "gross_gmv_fen": 100},
+        {"minute_ms": T0 + 60_000, "clicks": 1, "orders": 1, "gross_gmv_fen": 800},
+    ]
+    console = Console(width=160, record=True, color_system=None)
+    console.print(frame(v))
+    text = console.export_text()
+    live = next(line for line in text.splitlines() if "livestream" in line)
+    assert "+40%" in live and "2.3x" in live and "+15%" in live and "n/a" in live
+    assert "55.0%" in text  # the brand's VIP share
+    assert "[b]CN-ZJ" in text and "¥42.00" in text and "25.0%" in text
+    assert "▁█" in text and "latest minute ¥8.00" in text

@@ -78,7 +78,11 @@ def test_empty_report() -> None:
     assert report["first_hour"] == {
         "brands_reached": {"1000": 0, "5000": 0},
         "brands_doubled": 0,
+        **dict.fromkeys(("clicks", "carts", "orders", "gross_gmv_fen"), 0),
+        "conversion": None,
+        "vs_last_year": dict.fromkeys(("clicks", "orders", "gross_gmv", "conversion")),
     }
+    assert (report["regions"], report["minutes"]) == ({}, [])
     assert (report["brands"], report["milestones"], report["alerts"]) == ([], [], [])
     assert report["dead_letters"] == 0
 
@@ -113,11 +117,12 @@ def test_counter_field_order() -> None:
         brands=[row],
     )
     assert list(report["totals"]) == CONTRACT_FIELDS
-    assert list(report["channels"]["search"]) == CONTRACT_FIELDS
+    assert list(report["channels"]["search"]) == [*CONTRACT_FIELDS, "first_hour"]
     brand = report["brands"][0]
     assert list(brand) == [
         "brand_id",
         *CONTRACT_FIELDS,
+        "vip_share",
         "baseline_first_hour_gmv_fen",
         "by_channel",
     ]
@@ -143,10 +148,8 @@ def test_brands_reached_and_doubled() -> None:
             milestone("yoy_double", "b2", 900),
         ]
     )
-    assert report["first_hour"] == {
-        "brands_reached": {"1000": 3, "5000": 1},
-        "brands_doubled": 2,
-    }
+    summary = {k: report["first_hour"][k] for k in ("brands_reached", "brands_doubled")}
+    assert summary == {"brands_reached": {"1000": 3, "5000": 1}, "brands_doubled": 2}
     assert len(report["milestones"]) == 7
 
 
@@ -290,3 +293,35 @@ def test_table_shows_the_newest_surge_alerts() -> None:
     assert "10-15 12:13" in rows[0] and "critical" in rows[0]
     empty = _render(shape())
     assert "surge alerts" in empty and "newest surge alerts" not in empty
+
+
+def test_table_shows_the_first_hour_regions_and_minutes() -> None:
+    """The readable table prints each channel's first hour against last year
+    (+40% clicks for 140 against 100, 2.3x orders for 23 against 10), the
+    regions, the GMV curve by minute and each brand's VIP share."""
+    rules = CampaignRules(
+        "c1", T0, T0 + 86_400_000, channel_baselines={"livestream": (100, 10, 500)}
+    )
+    hour = {
+        "livestream": {"clicks": 140, "carts": 3, "orders": 23, "gross_gmv_fen": 900}
+    }
+    row = BrandRow("b1", {"orders": 4, "vip_orders": 1}, 1, {}, {})
+    report = shape(
+        rules=rules,
+        channels={"livestream": {"clicks": 140}},
+        first_hour=hour,
+        regions={"ZJ": {"gross_gmv_fen": 12_300, "orders": 2}},
+        region_buyers={"ZJ": 2},
+        minutes=[{"minute_ms": T0, "clicks": 5, "orders": 1, "gross_gmv_fen": 4_200}],
+        brands=[row],
+    )
+    vs = report["channels"]["livestream"]["first_hour"]["vs_last_year"]
+    # conversion 23/140 against 10/100: 1.643
+    assert vs == {"clicks": 1.4, "orders": 2.3, "gross_gmv": 1.8, "conversion": 1.643}
+    assert report["first_hour"]["vs_last_year"] == vs  # one channel: the total
+    text = _render(report)
+    live = next(line for line in text.splitlines() if "livestream" in line)
+    assert "+40%" in live and "2.3x" in live and "16.4%" in live and "+64%" in live
+    assert "ZJ" in text and "¥123.00" in text
+    assert "¥42.00" in text
+    assert "25.0%" in text  # b1's VIP share: 1 of 4 orders

@@ -9,7 +9,7 @@ import pytest
 
 from processors.counting import DAY_MS
 from streams.errors import BaselineError, PresaleError, SettingsError
-from streams.settings import Settings, load_baseline
+from streams.settings import Settings, load_baseline, load_channel_baseline
 
 
 def test_defaults() -> None:
@@ -68,6 +68,7 @@ def test_empty_values_mean_default() -> None:
         ("PRESALE_MAX_RECORD_BYTES", "1048576", "max_record_bytes", 1_048_576),
         ("PRESALE_BATCH_MAX_RECORDS", "500", "batch_max_records", 500),
         ("PRESALE_DATA_DIR", "var/x", "data_dir", "var/x"),
+        ("PRESALE_MAX_REGIONS", "8", "max_regions", 8),
     ],
 )  # fmt: skip
 def test_each_variable(variable: str, text: str, field: str, value: Any) -> None:
@@ -242,3 +243,58 @@ def test_from_env_loads_the_baseline(tmp_path: Path) -> None:
         Settings.from_env({"PRESALE_BASELINE_CSV": missing})
     lazy = Settings.from_env({"PRESALE_BASELINE_CSV": missing}, load=False)
     assert (lazy.baseline_csv, lazy.baselines_fen) == (missing, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("channel,first_hour_clicks,first_hour_orders,first_hour_gross_gmv_fen\n"
+         "livestream,100,5,9000\nflash_sale,0,2,300\n",
+         {"livestream": (100, 5, 9_000), "flash_sale": (0, 2, 300)}),
+        ("search,1,2,3", {"search": (1, 2, 3)}),  # no header, no final newline
+        ("", {}),
+    ],
+)  # fmt: skip
+def test_channel_baseline_csv(
+    tmp_path: Path, text: str, expected: dict[str, tuple[int, int, int]]
+) -> None:
+    """channel,first_hour_clicks,first_hour_orders,first_hour_gross_gmv_fen rows
+    load per channel; the header is optional."""
+    assert load_channel_baseline(write(tmp_path, text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("search,1,2\n", 1),  # a column short
+        ("search,1,2,3\ntv,1,2,3\n", 2),  # not a channel
+        ("search,1,-2,3\n", 1),
+        ("search,1,2,x\n", 1),
+    ],
+)
+def test_bad_channel_baseline_row(tmp_path: Path, text: str, line: int) -> None:
+    """A bad row raises BaselineError naming file:line, in one line."""
+    path = write(tmp_path, text)
+    with pytest.raises(BaselineError) as info:
+        load_channel_baseline(path)
+    assert f"{path}:{line}:" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_channel_baseline_and_region_cap_reach_the_rules(tmp_path: Path) -> None:
+    """PRESALE_CHANNEL_BASELINE_CSV and PRESALE_MAX_REGIONS reach the campaign
+    rules, and both are pinned: a worker with another file or cap differs."""
+    path = write(tmp_path, "livestream,10,1,100\n")
+    env = {"PRESALE_CHANNEL_BASELINE_CSV": path, "PRESALE_MAX_REGIONS": "5"}
+    s = Settings.from_env(env)
+    assert dict(s.rules.channel_baselines) == {"livestream": (10, 1, 100)}
+    assert s.rules.max_regions == 5
+    other = write(tmp_path, "livestream,11,1,100\n", name="other.csv")
+    t = Settings.from_env({**env, "PRESALE_CHANNEL_BASELINE_CSV": other})
+    u = Settings.from_env({**env, "PRESALE_MAX_REGIONS": "6"})
+    name = "PRESALE_CHANNEL_BASELINE_CSV"
+    assert s.pinned_rules()[name] != t.pinned_rules()[name]
+    assert (
+        s.pinned_rules()["PRESALE_MAX_REGIONS"]
+        != u.pinned_rules()["PRESALE_MAX_REGIONS"]
+    )

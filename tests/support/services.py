@@ -78,10 +78,9 @@ def stop_processes(procs: list[subprocess.Popen[Any]], timeout: float = 30) -> N
 def recording_env(name: str) -> dict[str, str]:
     """The settings of committed recording `name`, as environment variables."""
     settings = json.loads((STREAMS / f"{name}.settings.json").read_text())
-    if "PRESALE_BASELINE_CSV" in settings:
-        settings["PRESALE_BASELINE_CSV"] = str(
-            STREAMS / settings["PRESALE_BASELINE_CSV"]
-        )
+    for name in ("PRESALE_BASELINE_CSV", "PRESALE_CHANNEL_BASELINE_CSV"):
+        if name in settings:
+            settings[name] = str(STREAMS / settings[name])
     return settings
 
 
