@@ -75,7 +75,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         from streams.report import table
 
-        Console().print(table(report))
+        # Into a file or a pipe, rich would lay the tables out for 80 columns
+        # and squeeze the brand ids; 160 holds every column of them.
+        console = Console() if sys.stdout.isatty() else Console(width=160)
+        console.print(table(report))
     return 0
 
 

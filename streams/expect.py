@@ -20,9 +20,14 @@ def reference_settings(settings: Settings) -> dict[str, str]:
         "PRESALE_YOY_MIN_BASELINE_FEN": str(settings.yoy_min_baseline_fen),
         "PRESALE_MAX_RECORD_BYTES": str(settings.max_record_bytes),
         "PRESALE_DEDUPE_HORIZON_MS": str(settings.dedupe_horizon_ms),
+        "PRESALE_MAX_REGIONS": str(settings.max_regions),
     }
     if settings.baseline_csv:
         values["PRESALE_BASELINE_CSV"] = str(Path(settings.baseline_csv).resolve())
+    if settings.channel_baseline_csv:
+        values["PRESALE_CHANNEL_BASELINE_CSV"] = str(
+            Path(settings.channel_baseline_csv).resolve()
+        )
     return values
 
 

@@ -316,7 +316,12 @@ def table(report: Mapping[str, Any]) -> Any:
         "clicks",
         "VIP share",
     ):
-        brands.add_column(col, justify="left" if col == "brand" else "right")
+        # Amounts are never wrapped or cut: in a narrow terminal the brand
+        # column folds instead.
+        if col == "brand":
+            brands.add_column(col, justify="left", overflow="fold")
+        else:
+            brands.add_column(col, justify="right", no_wrap=True, min_width=len(col))
     for i, b in enumerate(report["brands"], start=1):
         brands.add_row(
             str(i),

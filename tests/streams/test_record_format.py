@@ -89,10 +89,15 @@ def test_time_ms_rejects(text: str) -> None:
 
 def test_reference_settings_come_from_the_settings_object(tmp_path: Path) -> None:
     """expect hands the reference what the worker uses: campaign, window,
-    thresholds, floor, size limit, dedupe horizon, and the baseline CSV as an
-    absolute path."""
+    thresholds, floor, size limit, dedupe horizon, region cap, and the baseline
+    CSVs as absolute paths."""
     csv = tmp_path / "b.csv"
     csv.write_text("brand_id,first_hour_gmv_fen\nb1,5\n")
+    channels = tmp_path / "c.csv"
+    channels.write_text(
+        "channel,first_hour_clicks,first_hour_orders,first_hour_gross_gmv_fen\n"
+        "search,10,2,300\n"
+    )
     settings = Settings.from_env(
         {
             "PRESALE_CAMPAIGN_ID": "c1",
@@ -103,6 +108,8 @@ def test_reference_settings_come_from_the_settings_object(tmp_path: Path) -> Non
             "PRESALE_MAX_RECORD_BYTES": "4096",
             "PRESALE_DEDUPE_HORIZON_MS": "60000",
             "PRESALE_BASELINE_CSV": os.path.relpath(csv),
+            "PRESALE_CHANNEL_BASELINE_CSV": os.path.relpath(channels),
+            "PRESALE_MAX_REGIONS": "9",
         }
     )
     assert reference_settings(settings) == {
@@ -113,7 +120,9 @@ def test_reference_settings_come_from_the_settings_object(tmp_path: Path) -> Non
         "PRESALE_YOY_MIN_BASELINE_FEN": "7",
         "PRESALE_MAX_RECORD_BYTES": "4096",
         "PRESALE_DEDUPE_HORIZON_MS": "60000",
+        "PRESALE_MAX_REGIONS": "9",
         "PRESALE_BASELINE_CSV": str(csv.resolve()),
+        "PRESALE_CHANNEL_BASELINE_CSV": str(channels.resolve()),
     }
 
 
