@@ -67,7 +67,7 @@ def main() -> int:
             if worker.poll() is not None:
                 print(f"worker exited early; see {log_path}", file=sys.stderr)
                 return 1
-            report = json.loads(presale("report", "--json", "--top", "0", capture=True))
+            report = json.loads(presale("report", "--json", "--top", "1", capture=True))
             if report["consumer_lag"] == 0:
                 break
             time.sleep(0.2)
