@@ -148,6 +148,22 @@ def finish(event: Event) -> Event | None:
     """The text rules of a decoded event, for the fast path: None when a string
     holds a Cc or Cf character or a normalised id breaks its length limit (the
     exact path then names the reason), else the event with its ids normalised."""
+    # Nearly every event is plain printable ASCII: no Cc or Cf character, and
+    # NFKC leaves it as it is. One C pass over its strings joined clears it
+    # (the field-by-field walk below cost about a microsecond an event).
+    joined = "".join(
+        (
+            event.event_id,
+            event.user_id,
+            event.brand_id,
+            event.sku_id or "",
+            event.room_id or "",
+            event.region or "",
+            event.order_id or "",
+        )
+    )
+    if joined.isascii() and joined.isprintable():
+        return event
     changes: dict[str, str] = {}
     for name, max_len, normalised in _TEXTS:
         value = getattr(event, name)
