@@ -168,17 +168,11 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def _speed(text: str) -> float | None:
+    from streams.cli_recordings import positive_number
+
     if text == "max":
         return None
-    try:
-        value = float(text)
-    except ValueError as exc:
-        msg = f"--speed must be a number or 'max', got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from exc
-    if value <= 0:
-        msg = "--speed must be positive"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return positive_number(text, "--speed", "a number or 'max'")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

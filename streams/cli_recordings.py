@@ -35,16 +35,21 @@ def time_ms(text: str) -> int:
     return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
-def _seconds(text: str) -> float:
+def positive_number(text: str, flag: str, unit: str = "a number") -> float:
+    """A flag's value that must be a number above 0; one readable line if not."""
     try:
         value = float(text)
     except ValueError as exc:
-        msg = f"--timeout must be a number of seconds, got {text!r}"
+        msg = f"{flag} must be {unit}, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from exc
     if value <= 0:
-        msg = "--timeout must be positive"
+        msg = f"{flag} must be positive"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _seconds(text: str) -> float:
+    return positive_number(text, "--timeout", "a number of seconds")
 
 
 def cmd_record(args: argparse.Namespace) -> int:
