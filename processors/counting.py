@@ -7,6 +7,7 @@ store (Redis, or the in-memory `state` module) decides which ids are new.
 
 from __future__ import annotations
 
+import zlib
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class CampaignRules:
     yoy_min_baseline_fen: int = 1_000_000
     dedupe_horizon_ms: int = DAY_MS
     dedupe_shards: int = 1_024
+    # Shards of the campaign's state (PRESALE_STATE_SHARDS): each in its own
+    # Redis Cluster slot (streams/keys.py).
+    state_shards: int = 1
     # Distinct regions a campaign keeps apart (PRESALE_MAX_REGIONS); a new one
     # past them counts under `other` (CONTRACT section 3).
     max_regions: int = 64
@@ -105,6 +109,7 @@ MINUTE_NAMES: Final = ("clicks", "carts", "orders", "cancels", "gross_gmv_fen")
 # Hash names of the facets (streams/store.py lists every key).
 REGIONS_KEY: Final = "rg"
 REGIONS_SET: Final = "rgs"
+REGIONS_REFUSED: Final = "rgx"
 REGION_BUYERS: Final = "u:rg:"
 FIRST_HOUR_KEY: Final = "fhc"
 MINUTES_KEY: Final = "mn"
@@ -159,6 +164,9 @@ class OrderLine(NamedTuple):
     ts_ms: int
     first_hour: bool
     profile: int = 0
+    # Its place in the batch: the partition's run << 40 | offset (milestones
+    # merge the shards' first-hour orders of a batch by it).
+    at: int = 0
 
 
 class PartitionClock(NamedTuple):
@@ -252,6 +260,9 @@ class Plan:
     facets: list[Facet] = field(default_factory=list)
     profiles: list[tuple[int, ...]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    # Each label's first record's place in the batch (OrderLine.at): the
+    # campaign decides labels met in several shards in this order.
+    label_at: list[int] = field(default_factory=list)
     label_cap: int = 64
 
     @property
@@ -305,6 +316,10 @@ def plan_batch(
     rules: CampaignRules,
     applied: Mapping[str, int],
     gaps: Collection[str] = (),
+    *,
+    runs: Mapping[str, int] | None = None,
+    spans: Mapping[str, tuple[int, int]] | None = None,
+    highs: Mapping[str, PartitionClock] | None = None,
 ) -> Plan:
     """Group a batch of decoded records; records at or below `applied` are skipped.
 
@@ -316,6 +331,10 @@ def plan_batch(
     hole) is refused, never applied over the hole, except on the partitions in
     `gaps`, whose hole the caller has found to be Kafka's own (offsets of
     transaction markers, compacted or expired records).
+
+    A shard's plan (`plan_shards`) is planned over the shard's records with the
+    whole batch's `runs` (each partition's place in the batch), `spans` and
+    surge clocks (`highs`, for the partitions the shard keeps the clock of).
     """
     offsets: dict[str, tuple[int, int]] = {}  # "topic:partition" -> (first, last)
     brand_index: dict[str, int] = {}
@@ -345,6 +364,7 @@ def plan_batch(
     flash: dict[tuple[int, int], int] = {}
     # (region, minute, first hour, channel) -> profile index
     profile_index: dict[tuple[str, int], int] = {}
+    region_at: dict[str, int] = {}  # region -> its first record's place
     shards = rules.dedupe_shards
     start_ms, end_ms, hour_end_ms = (
         rules.start_ms,
@@ -355,11 +375,14 @@ def plan_batch(
     space = _SPACE
     last_tp = topic = ""
     before = last = first = -1
+    run_of: dict[str, int] = dict(runs) if runs is not None else {}
+    run = 0
     for tp, offset, decoded in records:
         if tp != last_tp:  # records come in runs of one partition
             if last_tp and last > before:
                 offsets[last_tp] = (first, last)
             point_offsets, point_ts = points.setdefault(tp, ([], []))
+            run = run_of.setdefault(tp, len(run_of)) << 40
             last_tp = tp
             topic = tp.partition(":")[0]
             before = applied.get(tp, -1)
@@ -401,6 +424,8 @@ def plan_batch(
         profile = profile_index.get(pkey)
         if profile is None:
             profile = profile_index[pkey] = len(profile_index)
+            if decoded.region not in region_at:
+                region_at[decoded.region] = run | offset
         if kind != CANCEL:
             cell = minute << 24 | bc
             per_minute[cell] = per_minute.get(cell, 0) + 1
@@ -436,6 +461,7 @@ def plan_batch(
                     ts_ms,
                     ts_ms < hour_end_ms,
                     profile,
+                    run | offset,
                 )
             )
         else:
@@ -451,14 +477,16 @@ def plan_batch(
             )
     if last_tp and last > before:
         offsets[last_tp] = (first, last)
-    spans = {
-        tp: (applied.get(tp, -1) if tp in gaps else first - 1, last)
-        for tp, (first, last) in offsets.items()
-    }
-    highs = {
-        tp: partition_clock(*points.get(tp, ([], [])), span[0], span[1])
-        for tp, span in spans.items()
-    }
+    if spans is None:
+        spans = {
+            tp: (applied.get(tp, -1) if tp in gaps else first - 1, last)
+            for tp, (first, last) in offsets.items()
+        }
+    if highs is None:
+        highs = {
+            tp: partition_clock(*points.get(tp, ([], [])), span[0], span[1])
+            for tp, span in spans.items()
+        }
     brands = list(brand_index)
     first_hour_brands = {line.brand for line in orders if line.first_hour}
     targets = {b: rules.targets(brands[b]) for b in first_hour_brands}
@@ -494,7 +522,7 @@ def plan_batch(
     for (minute, b), n in flash.items():
         traffic.setdefault(minute, {})[FLASH_SALE_ORDERS + "|" + brands[b]] = n
     return Plan(
-        offsets=spans,
+        offsets=dict(spans),
         brands=brands,
         clicks=clicks,
         carts=carts,
@@ -503,7 +531,7 @@ def plan_batch(
         targets=targets,
         max_ts_ms=counted_ts[-1] if counted_ts else 0,
         samples=watermark_samples(counted_ts),
-        highs=highs,
+        highs=dict(highs),
         out_of_window=out_of_window,
         inputs=inputs,
         traffic=traffic,
@@ -511,6 +539,7 @@ def plan_batch(
         facets=facets,
         profiles=profiles,
         labels=labels,
+        label_at=[region_at[label] for label in labels],
         label_cap=rules.max_regions,
     )
 
@@ -586,3 +615,150 @@ def oldest_generation(watermark_ms: int, horizon_ms: int) -> int:
     """The oldest click and cart generation still needed: that of the watermark
     less the horizon (the earliest event time that is not late)."""
     return max(watermark_ms - horizon_ms, 0) // horizon_ms
+
+
+def home_shard(partition: str, shards: int) -> int:
+    """The state shard that keeps a partition's surge clock ("topic:partition")."""
+    return zlib.crc32(partition.encode()) % shards
+
+
+def record_shard(decoded: Event | Rejection, offset: int, rules: CampaignRules) -> int:
+    """The state shard a record is counted in: that of its dedupe id (a dedupe
+    set lives in shard `set % state_shards`), so every copy of an event, on
+    any partition, meets its id in one shard. A rejected record, which has no
+    id, goes by its offset."""
+    shards = rules.state_shards
+    if type(decoded) is Rejection:
+        return offset % shards
+    assert type(decoded) is Event
+    key = decoded.event_id if decoded.type in (CLICK, CART) else decoded.order_id
+    assert key is not None
+    h = xxh3_128_intdigest(_SPACE[decoded.type] + key.encode())
+    return (h >> 64) % rules.dedupe_shards % shards
+
+
+@dataclass(frozen=True, slots=True)
+class ShardedPlan:
+    """A batch's plans, one per state shard, None where the shard applied the
+    batch's offsets already (a worker died between the shards' steps). Seen
+    from the pipeline it is one plan: `offsets` are the campaign's (a
+    partition's lowest offset over the shards), the rest sums of the parts."""
+
+    parts: list[Plan | None]
+    offsets: dict[str, tuple[int, int]]
+    rejections: list[Rejected]
+    out_of_window: int
+    max_ts_ms: int
+    inputs: dict[tuple[str, str], int]
+    # The whole batch's watermark samples: with several shards the campaign
+    # keeps one watermark (streams/lua/fold.lua), which every shard's step gets.
+    samples: list[int] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.offsets
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _tp, _offset, rejection in self.rejections:
+            counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+        return counts
+
+
+def plan_shards(
+    records: Sequence[Record],
+    rules: CampaignRules,
+    applied: Sequence[Mapping[str, int]],
+    gaps: Collection[str] = (),
+) -> ShardedPlan:
+    """Plan a batch for each of `rules.state_shards` shards, each on its own
+    applied offsets (`applied[shard]`, "topic:partition" -> last offset).
+
+    Every shard's plan moves every partition of the batch (its offsets guard
+    what it counts of each), so in the normal course the shards' offsets move
+    together; after a worker died between two shards' steps, the shards ahead
+    skip the records they hold already. Each record is counted in the shard
+    of its dedupe id (`record_shard`); a partition's surge clock is kept by
+    its home shard (`home_shard`).
+    """
+    shards = rules.state_shards
+    runs: dict[str, int] = {}
+    offsets_of: dict[str, list[int]] = {}
+    subsets: list[list[Record]] = [[] for _ in range(shards)]
+    for record in records:
+        tp, offset, decoded = record
+        found = offsets_of.get(tp)
+        if found is None:
+            runs[tp] = len(runs)
+            found = offsets_of[tp] = []
+        found.append(offset)
+        subsets[record_shard(decoded, offset, rules)].append(record)
+    spans: list[dict[str, tuple[int, int]]] = []
+    for s in range(shards):
+        mine: dict[str, tuple[int, int]] = {}
+        for tp, offs in offsets_of.items():
+            done = applied[s].get(tp, -1)
+            if offs[-1] <= done:
+                continue
+            first = offs[bisect_left(offs, done + 1)]
+            mine[tp] = (done if tp in gaps else first - 1, offs[-1])
+        spans.append(mine)
+    # Each partition's surge clock, from its counted records past its home
+    # shard's offset.
+    start_ms, end_ms = rules.start_ms, rules.end_ms
+    clocks: dict[str, PartitionClock] = {}
+    points: dict[str, tuple[list[int], list[int]]] = {}
+    lowest = {tp: min(a.get(tp, -1) for a in applied) for tp in offsets_of}
+    counted: list[int] = []
+    for tp, offset, decoded in records:
+        if type(decoded) is Event and start_ms <= decoded.ts_ms < end_ms:
+            if offset > lowest[tp]:
+                counted.append(decoded.ts_ms)
+            home = home_shard(tp, shards)
+            if offset > applied[home].get(tp, -1):
+                offs, times = points.setdefault(tp, ([], []))
+                offs.append(offset)
+                times.append(decoded.ts_ms)
+    for tp in offsets_of:
+        span = spans[home_shard(tp, shards)].get(tp)
+        if span is not None:
+            clocks[tp] = partition_clock(*points.get(tp, ([], [])), *span)
+    parts: list[Plan | None] = []
+    for s in range(shards):
+        if not spans[s]:
+            parts.append(None)
+            continue
+        highs = {tp: c for tp, c in clocks.items() if home_shard(tp, shards) == s}
+        parts.append(
+            plan_batch(
+                subsets[s],
+                rules,
+                applied[s],
+                gaps,
+                runs=runs,
+                spans=spans[s],
+                highs=highs,
+            )
+        )
+    offsets: dict[str, tuple[int, int]] = {}
+    for mine in spans:
+        for tp, (before, last) in mine.items():
+            had = offsets.get(tp)
+            offsets[tp] = (before, last) if had is None else (min(had[0], before), last)
+    rejections: list[Rejected] = []
+    inputs: dict[tuple[str, str], int] = {}
+    for part in parts:
+        if part is not None:
+            rejections.extend(part.rejections)
+            for key, n in part.inputs.items():
+                inputs[key] = inputs.get(key, 0) + n
+    return ShardedPlan(
+        parts=parts,
+        offsets=offsets,
+        rejections=rejections,
+        out_of_window=sum(p.out_of_window for p in parts if p is not None),
+        max_ts_ms=max((p.max_ts_ms for p in parts if p is not None), default=0),
+        inputs=inputs,
+        samples=watermark_samples(sorted(counted)),
+    )

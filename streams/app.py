@@ -207,6 +207,11 @@ def create_app(
             return
         if reseek:
             await consumer.seek_owned(reseek)
+        try:  # aggregates a worker left unfolded when it died (lua/fold.lua)
+            for milestone in await store.fold_pending(int(time.time() * 1000)):
+                metrics.milestones.labels(milestone.kind).inc()
+        except TRANSIENT as exc:
+            log.warning("lag: folding the shards' aggregates failed (%r)", exc)
 
     return app, runtime
 

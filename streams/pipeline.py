@@ -18,13 +18,13 @@ from redis.exceptions import BusyLoadingError, ClusterError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors.counting import Plan, Record, Rejected, plan_batch
+from processors.counting import Record, Rejected
 from processors.state import Applied, Stale
 from streams.codecs import dead_letter, decode
 from streams.kafka import RenewableProducer
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.store import Store
+from streams.store import AnyPlan, Store
 
 log = logging.getLogger(__name__)
 _offset = attrgetter("offset")
@@ -60,7 +60,7 @@ class _Inflight:
 
     batch: Mapping[TP, list[ConsumerRecord]]
     records: list[Record]
-    plan: Plan
+    plan: AnyPlan
     started: float
     task: asyncio.Future[Applied | Stale]
     gaps: frozenset[str] = frozenset()
@@ -146,7 +146,7 @@ class Pipeline:
         if futures:
             await asyncio.gather(*futures)
 
-    def count_inputs(self, plan: Plan) -> None:
+    def count_inputs(self, plan: AnyPlan) -> None:
         """Count the records a plan applied (not those skipped as already applied)."""
         for (topic, kind), n in plan.inputs.items():
             self.metrics.records_in.labels(topic, kind).inc(n)
@@ -282,7 +282,7 @@ class Pipeline:
                 return skipped
         records = self.decode(batch)
         # Planned on the offsets the step in flight will leave (optimistic)...
-        plan = plan_batch(records, self.rules, self.applied, gaps)
+        plan = self.store.plan(records, self.applied, gaps)
         reseek = await self._settle()
         if reseek is not None:
             # The store went back: everything past its offsets is read again.
@@ -292,7 +292,7 @@ class Pipeline:
         if any(  # ...and planned again if that step was refused and redone.
             self.applied.get(n, -1) != before for n, (before, _) in plan.offsets.items()
         ):
-            plan = plan_batch(records, self.rules, self.applied, gaps)
+            plan = self.store.plan(records, self.applied, gaps)
             holes = self._holes(batch, plan)
             if holes:  # the redo left the store behind this batch's first records
                 return holes if skipped is None else {**skipped, **holes}
@@ -310,7 +310,7 @@ class Pipeline:
         return skipped
 
     def _holes(
-        self, batch: Mapping[TP, list[ConsumerRecord]], plan: Plan
+        self, batch: Mapping[TP, list[ConsumerRecord]], plan: AnyPlan
     ) -> dict[TP, int]:
         """Partitions whose plan does not begin right after the offset applied
         (another worker took them, went on, and the store then lost its steps):
@@ -332,7 +332,7 @@ class Pipeline:
                 holes[tp] = applied + 1
         return holes
 
-    async def _send(self, plan: Plan) -> asyncio.Future[Applied | Stale]:
+    async def _send(self, plan: AnyPlan) -> asyncio.Future[Applied | Stale]:
         t0 = time.perf_counter()
         try:
             outcome = await self.store.send(plan, int(time.time() * 1000))
@@ -348,7 +348,7 @@ class Pipeline:
 
         return asyncio.ensure_future(settled())
 
-    async def _apply(self, plan: Plan) -> Applied | Stale:
+    async def _apply(self, plan: AnyPlan) -> Applied | Stale:
         t0 = time.perf_counter()
         result = await self.store.apply(plan, int(time.time() * 1000))
         self.metrics.redis_seconds.observe(time.perf_counter() - t0)
@@ -397,7 +397,7 @@ class Pipeline:
                 # last second): read those partitions again from what it still has.
                 log.warning("store offsets went back for %s; re-reading", went_back)
                 return {tp: fresh[n] + 1 for n, tp in names.items()}
-            plan = plan_batch(records, self.rules, self.applied, gaps)
+            plan = self.store.plan(records, self.applied, gaps)
             if plan.empty:
                 return None
             holes = self._holes(batch, plan)
@@ -414,7 +414,7 @@ class Pipeline:
         return {tp: self.applied.get(self.name(tp), -1) + 1 for tp in batch}
 
     def applied_ok(
-        self, records: list[Record], plan: Plan, result: Applied, started: float
+        self, records: list[Record], plan: AnyPlan, result: Applied, started: float
     ) -> None:
         for name, (_before, last) in plan.offsets.items():
             self.confirmed[name] = last

@@ -39,6 +39,15 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
     return value
 
 
+def _state_shards(env: Mapping[str, str], default: int) -> int:
+    """PRESALE_STATE_SHARDS: 0 (the default for the Redis in use) to 1,024."""
+    value = _int(env, "PRESALE_STATE_SHARDS", default, low=0)
+    if value > 1_024:
+        msg = f"PRESALE_STATE_SHARDS must be at most 1024, got {value}"
+        raise SettingsError(msg)
+    return value
+
+
 def _int_list(
     env: Mapping[str, str], name: str, default: tuple[int, ...]
 ) -> tuple[int, ...]:
@@ -304,6 +313,9 @@ class Settings:
     metrics_port: int = 9108  # PRESALE_METRICS_PORT
     dedupe_horizon_ms: int = DAY_MS  # PRESALE_DEDUPE_HORIZON_MS
     dedupe_shards: int = 1_024  # PRESALE_DEDUPE_SHARDS
+    # Shards of a campaign's state, each in its own Redis Cluster slot
+    # (streams/keys.py); 0 picks 1 on one Redis and 12 on a Redis Cluster.
+    state_shards: int = 0  # PRESALE_STATE_SHARDS
     max_record_bytes: int = 65_536  # PRESALE_MAX_RECORD_BYTES
     batch_max_records: int = 40_000  # PRESALE_BATCH_MAX_RECORDS
     # How long the broker may hold a fetch that finds no new data (Faust fixes
@@ -382,6 +394,7 @@ class Settings:
                 env, "PRESALE_DEDUPE_HORIZON_MS", d.dedupe_horizon_ms, low=1
             ),
             dedupe_shards=_int(env, "PRESALE_DEDUPE_SHARDS", d.dedupe_shards, low=1),
+            state_shards=_state_shards(env, d.state_shards),
             max_record_bytes=_int(
                 env, "PRESALE_MAX_RECORD_BYTES", d.max_record_bytes, low=64
             ),
@@ -450,6 +463,15 @@ class Settings:
         return f"presale:{{{self.campaign_id}}}:"
 
     @property
+    def shards(self) -> int:
+        """The state shards in use: PRESALE_STATE_SHARDS, or by default 1 on one
+        Redis and 12 on a Redis Cluster (an even share for 1, 2, 3, 4, 6 or 12
+        masters)."""
+        if self.state_shards:
+            return self.state_shards
+        return 12 if self.redis_cluster else 1
+
+    @property
     def app_id(self) -> str:
         return f"presale-{self.campaign_id}"
 
@@ -467,6 +489,7 @@ class Settings:
             yoy_min_baseline_fen=self.yoy_min_baseline_fen,
             dedupe_horizon_ms=self.dedupe_horizon_ms,
             dedupe_shards=self.dedupe_shards,
+            state_shards=self.shards,
             max_regions=self.max_regions,
             channel_baselines=self.channel_baselines,
         )
@@ -486,6 +509,7 @@ class Settings:
             "PRESALE_BASELINE_CSV": _digest(sorted(self.baselines_fen.items())),
             "PRESALE_DEDUPE_HORIZON_MS": str(self.dedupe_horizon_ms),
             "PRESALE_DEDUPE_SHARDS": str(self.dedupe_shards),
+            "PRESALE_STATE_SHARDS": str(self.shards),
             "PRESALE_SURGE_*": ",".join(
                 f"{name}={getattr(surge, name)}"
                 for name in sorted(SurgeRules.__dataclass_fields__)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Awaitable, Iterable, Mapping
+import uuid
+from collections.abc import Awaitable, Collection, Iterable, Mapping
 from importlib import resources
 from itertools import chain
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,9 +29,16 @@ from processors.counting import (
     OTHER_REGION,
     REGION_BUYERS,
     REGIONS_KEY,
+    REGIONS_REFUSED,
     REGIONS_SET,
+    WATERMARK_RING,
     CampaignRules,
     Plan,
+    Record,
+    ShardedPlan,
+    plan_batch,
+    plan_shards,
+    watermark_from,
 )
 from processors.events import CHANNELS
 from processors.milestones import Milestone
@@ -38,6 +46,7 @@ from processors.state import COUNTERS, Applied, CampaignState, Stale, apply_plan
 from processors.surge import CLOCK_CHUNK_OFFSETS, CLOCK_MIN_EVENTS
 from streams.connect import redis_client
 from streams.errors import RedisUnavailable, RulesMismatch
+from streams.keys import Layout
 from streams.report import (
     DEFAULT_MINUTES,
     BrandRow,
@@ -48,6 +57,9 @@ from streams.report import (
 from streams.settings import Settings
 
 APPLY_LUA: Final = resources.files("streams").joinpath("lua/apply.lua").read_text()
+FOLD_LUA: Final = resources.files("streams").joinpath("lua/fold.lua").read_text()
+# A plan, as the pipeline sees it: one store step (one shard) or a sharded one.
+AnyPlan = Plan | ShardedPlan
 # A minute's traffic counts are kept two hours after they were last written:
 # the surge judge needs the last dozen minutes only (docs/alerts.md).
 TRAFFIC_TTL_MS: Final = 7_200_000
@@ -90,11 +102,21 @@ class Store(Protocol):
         """The last applied offset of each "topic:partition" (-1 when none)."""
         ...
 
-    async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
+    def plan(
+        self,
+        records: list[Record],
+        applied: Mapping[str, int],
+        gaps: Collection[str] = (),
+    ) -> AnyPlan:
+        """Plan a batch for this store's layout (`plan_batch`, or one plan per
+        state shard), on the offsets applied."""
+        ...
+
+    async def apply(self, plan: AnyPlan, now_ms: int) -> Applied | Stale:
         """Apply one plan atomically with its offsets, or refuse it as stale."""
         ...
 
-    async def send(self, plan: Plan, now_ms: int) -> Awaitable[Applied | Stale]:
+    async def send(self, plan: AnyPlan, now_ms: int) -> Awaitable[Applied | Stale]:
         """Start `apply`: returns, once the step is sent, what waits for it."""
         ...
 
@@ -109,11 +131,24 @@ class Store(Protocol):
         ...
 
 
-def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
-    """The plan in the compact JSON shape `lua/apply.lua` reads."""
+def encode_plan(
+    plan: Plan,
+    rules: CampaignRules,
+    labels: list[str] | None = None,
+    pending: list[int] | None = None,
+    folded: int = 0,
+    watermark: int | None = None,
+) -> bytes:
+    """The plan in the compact JSON shape `lua/apply.lua` reads: `labels` are
+    the plan's regions as decided (`plan.labels` when not given), `pending`
+    1 for each not decided yet, `folded` the shard's last aggregate folded
+    already (its stream is trimmed to it), `watermark` the campaign's when
+    it keeps several shards."""
     click_groups, order_groups = _dedupe_groups(plan, rules.dedupe_horizon_ms)
+    extra = {} if watermark is None else {"w": watermark}
     return orjson.dumps(
         {
+            **extra,
             "o": [[tp, before, last] for tp, (before, last) in plan.offsets.items()],
             "b": plan.brands,
             "n": CHANNELS,
@@ -130,26 +165,21 @@ def encode_plan(plan: Plan, rules: CampaignRules) -> bytes:
                     o.ts_ms,
                     int(o.first_hour),
                     o.profile,
+                    o.at,
                 ]
                 for o in plan.orders
             ],
             "x": [[x.brand, x.channel, x.amount_fen, x.profile] for x in plan.cancels],
             # Facets (processors/counting.py:Facet): [key, prefix, label, names,
-            # buyers] each; each profile's facet indexes; the capped labels,
-            # their set, cap and overflow.
+            # buyers] each; each profile's facet indexes; the labels as admitted.
             "gf": [list(f) for f in plan.facets],
             "g": plan.profiles,
-            "lb": plan.labels,
-            "lk": REGIONS_SET,
-            "lm": plan.label_cap,
-            "lo": OTHER_REGION,
+            "lb": plan.labels if labels is None else labels,
+            "lp": [0] * len(plan.labels) if pending is None else pending,
+            "la": plan.label_at,
+            "ft": folded,
             "dc": click_groups,
             "dr": order_groups,
-            "t": {
-                str(b): [[t.kind, t.threshold_fen] for t in targets]
-                for b, targets in plan.targets.items()
-                if targets
-            },
             "ws": plan.samples,
             "h": rules.dedupe_horizon_ms,
             "s": rules.dedupe_shards,
@@ -242,15 +272,13 @@ def step_keys(plan: Plan, rules: CampaignRules, prefix: str) -> list[str]:
     keys = [
         p + name
         for name in (
-            "off", "meta", "dl", "wm", "dd:gens", "brands", "rank", "fh", "ms",
-            "outbox", "sm:idx", "clock", "clock:part", "ch",
-            REGIONS_SET, REGIONS_KEY, FIRST_HOUR_KEY, MINUTES_KEY,
+            "off", "meta", "dl", "wm", "dd:gens", "agg", "sm:idx", "clock",
+            "clock:part", "ch", REGIONS_KEY, REGIONS_KEY + "p", FIRST_HOUR_KEY,
+            MINUTES_KEY,
         )
     ]  # fmt: skip
     keys.extend(p + "bc:" + b for b in plan.brands)
     keys.extend(p + f"sm:{minute}" for minute in plan.traffic)
-    if _rooms(plan):
-        keys.append(p + "rooms")  # the rooms HyperLogLog (presale_distinct_ids)
     horizon = rules.dedupe_horizon_ms
     sets = {
         f"dd:{ts // horizon}:{shard}"
@@ -291,12 +319,43 @@ def _transient(exc: ResponseError) -> ResponseError:
     return exc
 
 
-def _outcome(result: list[Any]) -> Applied | Stale:
-    """What `lua/apply.lua` answered."""
+class _Step(NamedTuple):
+    """What one shard's `lua/apply.lua` answered: its counts, and the batch
+    aggregate it appended for the fold (seq 0: none)."""
+
+    new_events: int
+    duplicates: int
+    late: int
+    seq: int
+    aggregate: bytes
+
+
+def _step_outcome(result: list[Any]) -> _Step | Stale:
     if result[0] == b"stale":
         return Stale(result[1].decode(), int(result[2]))
-    milestones = [Milestone(**orjson.loads(r)) for r in result[4:]]
-    return Applied(milestones, int(result[1]), int(result[2]), int(result[3]))
+    return _Step(
+        int(result[1]), int(result[2]), int(result[3]), int(result[4]), result[5]
+    )
+
+
+def _regions(
+    counted: Mapping[str, int], pending: Mapping[str, int], admitted: set[str]
+) -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
+    """Regions' counters: those counted under their decision, plus those
+    counted while not decided yet (`rgp`) under the decision since taken
+    (admitted: their own name; else `other`); and, per region shown, the
+    names its buyers' HyperLogLogs were kept under."""
+    regions = split_labelled(counted)
+    names = {region: [region] for region in regions}
+    for label, counters in split_labelled(pending).items():
+        region = label if label in admitted else OTHER_REGION
+        into = regions.setdefault(region, {})
+        for name, value in counters.items():
+            into[name] = into.get(name, 0) + value
+        kept = names.setdefault(region, [])
+        if label not in kept:
+            kept.append(label)
+    return regions, names
 
 
 def _int_map(raw: Mapping[bytes, bytes]) -> dict[str, int]:
@@ -334,7 +393,22 @@ class RedisStore:
         self.client = client
         self.prefix = prefix
         self.rules = rules
+        self.layout = Layout(prefix, rules.state_shards)
+        self.shards = self.layout.shard
+        # Each shard's offsets as last read or moved by this store's steps.
+        self.shard_applied: list[dict[str, int]] = [{} for _ in self.shards]
+        # Each shard's last aggregate known folded (its stream is trimmed to it).
+        self.folded: dict[int, int] = {}
+        # Regions admitted under the cap, and whether the cap was reached.
+        self.admitted: set[str] = set()
+        self.refused: set[str] = set()
+        self.regions_full = False
+        # Several shards: the campaign's latest watermark samples and watermark,
+        # as the last fold answered (None: not read yet).
+        self.ring: list[int] | None = None
+        self.watermark = 0
         self._apply = client.register_script(APPLY_LUA)
+        self._fold = client.register_script(FOLD_LUA)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, rules: CampaignRules) -> RedisStore:
@@ -405,26 +479,127 @@ class RedisStore:
             raise RulesMismatch(msg)
 
     async def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
+        """Each partition's offset the campaign applied through: the lowest of
+        its shards' (a worker that died between two shards' steps leaves some
+        ahead; `plan` then skips, in those, what they hold)."""
         names = list(partitions)
         if not names:
             return {}
-        values = await self.client.hmget(self.prefix + "off", names)
-        return {
-            n: -1 if v is None else int(v) for n, v in zip(names, values, strict=True)
-        }
+        if len(self.shards) == 1:
+            rows = [await self.client.hmget(self.prefix + "off", names)]
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for p in self.shards:
+                    pipe.hmget(p + "off", names)
+                rows = await pipe.execute()
+        lowest: dict[str, int] = {}
+        for known, values in zip(self.shard_applied, rows, strict=True):
+            for n, v in zip(names, values, strict=True):
+                known[n] = -1 if v is None else int(v)
+                lowest[n] = min(lowest.get(n, known[n]), known[n])
+        return lowest
 
-    async def send(self, plan: Plan, now_ms: int) -> Awaitable[Applied | Stale]:
+    def plan(
+        self,
+        records: list[Record],
+        applied: Mapping[str, int],
+        gaps: Collection[str] = (),
+    ) -> AnyPlan:
+        if len(self.shards) == 1:
+            return plan_batch(records, self.rules, applied, gaps)
+        per_shard = [
+            {tp: max(o, known.get(tp, -1)) for tp, o in applied.items()}
+            for known in self.shard_applied
+        ]
+        return plan_shards(records, self.rules, per_shard, gaps)
+
+    def _parts(self, plan: AnyPlan) -> list[tuple[int, Plan]]:
+        if isinstance(plan, ShardedPlan):
+            return [(s, p) for s, p in enumerate(plan.parts) if p is not None]
+        return [(0, plan)]
+
+    async def _labels(self, parts: list[tuple[int, Plan]]) -> dict[str, str]:
+        """The parts' regions as the campaign decided them under its cap
+        (lua/fold.lua decides): admitted, their own name; refused, `other`;
+        not decided yet, "" (the step counts them pending). A decision never
+        changes, and once the cap is reached every new region is refused, so
+        only a region this store has not seen decided asks Redis."""
+        resolved: dict[str, str] = {}
+        unknown: list[str] = []
+        for _s, part in parts:
+            for label in part.labels:
+                if label in resolved:
+                    continue
+                if label in self.admitted:
+                    resolved[label] = label
+                elif label in self.refused or self.regions_full:
+                    resolved[label] = OTHER_REGION
+                else:
+                    resolved[label] = ""
+                    unknown.append(label)
+        if unknown:
+            p = self.prefix
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.smismember(p + REGIONS_SET, unknown)
+                pipe.smismember(p + REGIONS_REFUSED, unknown)
+                pipe.scard(p + REGIONS_SET)
+                admitted, refused, size = await pipe.execute()
+            full = size >= self.rules.max_regions
+            for label, yes, no in zip(unknown, admitted, refused, strict=True):
+                if yes:
+                    self.admitted.add(label)
+                    resolved[label] = label
+                elif no or full:
+                    self.refused.add(label)
+                    resolved[label] = OTHER_REGION
+            self.regions_full = full
+        return resolved
+
+    async def _watermark(self, samples: list[int]) -> int:
+        """Several shards: the campaign's watermark after a batch's samples
+        (the fold stores them), as every shard's step of the batch gets it."""
+        if self.ring is None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.lrange(self.prefix + "wm", 0, WATERMARK_RING - 1)
+                pipe.hget(self.prefix + "meta", "watermark_ms")
+                ring, wm = await pipe.execute()
+            self.ring = [int(v) for v in ring]
+            self.watermark = int(wm or 0)
+        merged = [*reversed(samples), *self.ring][:WATERMARK_RING]
+        return watermark_from(merged, self.watermark)
+
+    async def _step_args(
+        self, parts: list[tuple[int, Plan]], samples: list[int] | None = None
+    ) -> list[tuple[int, Plan, list[str], bytes]]:
+        """Each part's keys and payload (`samples`: several shards' batch)."""
+        wm = None if samples is None else await self._watermark(samples)
+        resolved = await self._labels(parts) if any(p.labels for _s, p in parts) else {}
+        cluster = isinstance(self.client, RedisCluster)
+        out = []
+        for s, part in parts:
+            prefix = self.shards[s]
+            labels = [resolved[label] or label for label in part.labels]
+            pending = [int(not resolved[label]) for label in part.labels]
+            payload = encode_plan(
+                part, self.rules, labels, pending, self.folded.get(s, 0), wm
+            )
+            keys = step_keys(part, self.rules, prefix) if cluster else [prefix + "off"]
+            out.append((s, part, keys, payload))
+        return out
+
+    async def send(self, plan: AnyPlan, now_ms: int) -> Awaitable[Applied | Stale]:
         """Send the plan's atomic step; returns what waits for its outcome.
 
         When this returns the whole step has left the process (a plan is a few
         MB), so Redis runs it while the worker plans the next batch: sent from a
         task instead, the rest of the step would wait in asyncio's buffer until
-        the planning yields. A Redis Cluster client takes the plain path.
+        the planning yields. A Redis Cluster client, or a sharded plan, takes
+        the plain path.
         """
-        if not isinstance(self.client, aioredis.Redis):
+        if not isinstance(self.client, aioredis.Redis) or isinstance(plan, ShardedPlan):
             return asyncio.ensure_future(self.apply(plan, now_ms))
-        payload = encode_plan(plan, self.rules)
-        args = (self.prefix + "off", self.prefix, payload, now_ms)
+        ((s, _part, keys, payload),) = await self._step_args(self._parts(plan))
+        args = (keys[0], self.shards[s], payload, now_ms)
         pool = self.client.connection_pool
         conn = await pool.get_connection()
         try:
@@ -440,8 +615,8 @@ class RedisStore:
     async def _reply(
         self, pool: Any, conn: Any, plan: Plan, now_ms: int
     ) -> Applied | Stale:
-        """The sent step's answer; after a Redis restart lost the script, the
-        step again through `apply`, which loads it."""
+        """The sent step's answer, folded; after a Redis restart lost the
+        script, the step again through `apply`, which loads it."""
         try:
             result = await conn.read_response()
         except NoScriptError:  # Redis restarted and lost its script cache
@@ -455,71 +630,266 @@ class RedisStore:
             await pool.release(conn)
         if result is None:
             return await self.apply(plan, now_ms)
-        return _outcome(result)
+        return await self._settle([(0, plan, _step_outcome(result))], now_ms)
 
-    async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
-        payload = encode_plan(plan, self.rules)
-        keys = (
-            step_keys(plan, self.rules, self.prefix)
-            if isinstance(self.client, RedisCluster)
-            else [self.prefix + "off"]
-        )
+    async def _run_step(
+        self, s: int, keys: list[str], payload: bytes, now_ms: int
+    ) -> _Step | Stale:
+        args: list[str | bytes | int] = [self.shards[s], payload, now_ms]
         try:
             try:
-                result = await self._apply(
-                    keys=keys, args=[self.prefix, payload, now_ms]
-                )
+                result = await self._apply(keys=keys, args=args)
             except NoScriptError:  # Redis restarted and lost its script cache
                 self._apply = self.client.register_script(APPLY_LUA)
-                result = await self._apply(
-                    keys=keys, args=[self.prefix, payload, now_ms]
-                )
+                result = await self._apply(keys=keys, args=args)
         except ResponseError as exc:
             raise _transient(exc) from exc
-        return _outcome(result)
+        return _step_outcome(result)
+
+    async def apply(self, plan: AnyPlan, now_ms: int) -> Applied | Stale:
+        """Each shard's step (at once, on their masters), then the fold."""
+        if isinstance(plan, ShardedPlan):
+            samples: list[int] | None = plan.samples
+        else:
+            assert len(self.shards) == 1, "a sharded store applies sharded plans"
+            samples = None
+        steps = await self._step_args(self._parts(plan), samples)
+        outcomes = await asyncio.gather(
+            *(
+                self._run_step(s, keys, payload, now_ms)
+                for s, _p, keys, payload in steps
+            )
+        )
+        return await self._settle(
+            [
+                (s, part, o)
+                for (s, part, _k, _a), o in zip(steps, outcomes, strict=True)
+            ],
+            now_ms,
+            samples,
+        )
+
+    async def _settle(
+        self,
+        done: list[tuple[int, Plan, _Step | Stale]],
+        now_ms: int,
+        samples: list[int] | None = None,
+    ) -> Applied | Stale:
+        """Fold what the shards' steps appended; the batch's outcome (stale if
+        any shard refused its part: the pipeline plans again, and the shards
+        that applied theirs skip it)."""
+        stale: Stale | None = None
+        aggregates: list[tuple[int, int, bytes]] = []
+        targets: dict[str, list[list[Any]]] = {}
+        new = dups = late = 0
+        for s, part, outcome in done:
+            if isinstance(outcome, Stale):
+                stale = stale or outcome
+                continue
+            for tp, (_before, last) in part.offsets.items():
+                self.shard_applied[s][tp] = last
+            new += outcome.new_events
+            dups += outcome.duplicates
+            late += outcome.late
+            if outcome.seq:
+                aggregates.append((s, outcome.seq, outcome.aggregate))
+                for b, found in part.targets.items():
+                    if found:
+                        targets[part.brands[b]] = [
+                            [t.kind, t.threshold_fen] for t in found
+                        ]
+        milestones = (
+            await self.fold(aggregates, targets, now_ms, samples) if aggregates else []
+        )
+        if stale is not None:
+            return stale
+        return Applied(milestones, new, dups, late)
+
+    async def fold(
+        self,
+        aggregates: list[tuple[int, int, bytes]],
+        targets: dict[str, list[list[Any]]],
+        now_ms: int,
+        samples: list[int] | None = None,
+    ) -> list[Milestone]:
+        """Fold shards' aggregates (shard, seq, JSON) into the campaign's slot
+        (lua/fold.lua); one a shard has not folded before them (a worker died
+        between the steps) is read from the shard's stream and folded first."""
+        todo = sorted(aggregates)
+        for _attempt in range(len(self.shards) + 3):
+            body = b",".join(b"[%d,%d,%s]" % (s, q, a) for s, q, a in todo)
+            args: list[str | bytes | int] = [
+                self.prefix,
+                b'{"a":[' + body + b'],"t":' + orjson.dumps(targets) + b"}",
+                now_ms,
+                self.rules.max_regions,
+                b"" if samples is None else orjson.dumps(samples),
+            ]
+            keys = [self.prefix + "folded"]
+            try:
+                try:
+                    result: Any = await self._fold(keys=keys, args=args)
+                except NoScriptError:
+                    self._fold = self.client.register_script(FOLD_LUA)
+                    result = await self._fold(keys=keys, args=args)
+            except ResponseError as exc:
+                raise _transient(exc) from exc
+            if result[0] == b"ok":
+                for s, q, _a in todo:
+                    self.folded[s] = max(self.folded.get(s, 0), q)
+                if samples is not None:
+                    self.watermark = int(result[1])
+                    self.ring = [int(v) for v in orjson.loads(result[2])]
+                return [Milestone(**orjson.loads(r)) for r in result[3:]]
+            shard, folded = int(result[1]), int(result[2])
+            earlier = await self._unfolded(shard, folded, targets)
+            have = {(s, q) for s, q, _a in todo}
+            todo = sorted(todo + [e for e in earlier if (e[0], e[1]) not in have])
+        msg = "the fold step kept finding earlier aggregates; trying again"
+        raise TryAgainError(msg)
+
+    async def _unfolded(
+        self, shard: int, folded: int, targets: dict[str, list[list[Any]]]
+    ) -> list[tuple[int, int, bytes]]:
+        """A shard's aggregates past `folded`, from its stream; their brands'
+        milestone targets are added to `targets`."""
+        entries: Any = await self.client.xrange(
+            self.shards[shard] + "agg", min=f"{folded + 1}-0"
+        )
+        found = []
+        for entry_id, fields in entries:
+            seq = int(entry_id.split(b"-")[0])
+            found.append((shard, seq, fields[b"a"]))
+            for first in orjson.loads(fields[b"a"])["f"]:
+                brand = first[0]
+                if brand not in targets:
+                    targets[brand] = [
+                        [t.kind, t.threshold_fen] for t in self.rules.targets(brand)
+                    ]
+        return found
+
+    async def fold_pending(self, now_ms: int) -> list[Milestone]:
+        """Fold every shard's aggregates not folded yet (a worker died between
+        a shard's step and the fold, and no step of that shard followed)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for p in self.shards:
+                pipe.hget(p + "meta", "fold_seq")
+            pipe.hgetall(self.prefix + "folded")
+            *seqs, folded_raw = await pipe.execute()
+        folded = {int(k): int(v) for k, v in folded_raw.items()}
+        targets: dict[str, list[list[Any]]] = {}
+        pending: list[tuple[int, int, bytes]] = []
+        for s, raw in enumerate(seqs):
+            if raw is not None and int(raw) > folded.get(s, 0):
+                pending.extend(await self._unfolded(s, folded.get(s, 0), targets))
+        if not pending:
+            return []
+        return await self.fold(pending, targets, now_ms)
+
+    async def sum_hashes(self, names: list[str]) -> list[dict[str, int]]:
+        """Each of the shards' hashes `names`, summed field by field over the shards."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                for p in self.shards:
+                    pipe.hgetall(p + name)
+            raw = await pipe.execute()
+        out = []
+        n = len(self.shards)
+        for i in range(len(names)):
+            total: dict[str, int] = {}
+            for part in raw[i * n : (i + 1) * n]:
+                for k, v in part.items():
+                    field = k.decode()
+                    total[field] = total.get(field, 0) + int(v)
+            out.append(total)
+        return out
+
+    async def count_unions(self, groups: list[list[str]]) -> list[int]:
+        """Distinct members of each group of HyperLogLogs (key names after a
+        shard's prefix), over every shard. One shard: PFCOUNT over the group's
+        keys (one slot). Several: their bytes are copied under the campaign's
+        tag for the count (a HyperLogLog is a string) and dropped after."""
+        if len(self.shards) == 1:
+            p = self.prefix
+            async with self.client.pipeline(transaction=False) as pipe:
+                for group in groups:
+                    # By name: redis-py's cluster pipeline refuses `.pfcount(*keys)`
+                    # in case the keys span slots; a group's share one.
+                    pipe.execute_command("PFCOUNT", *(p + k for k in group))
+                return [int(n) for n in await pipe.execute()]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for group in groups:
+                for k in group:
+                    for p in self.shards:
+                        pipe.get(p + k)
+            values = iter(await pipe.execute())
+        scratch = f"{self.prefix}tmp:{uuid.uuid4().hex}:"
+        made: list[str] = []
+        counts: list[int] = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for g, group in enumerate(groups):
+                keys = []
+                for i in range(len(group) * len(self.shards)):
+                    value = next(values)
+                    if value is not None:
+                        key = f"{scratch}{g}:{i}"
+                        pipe.set(key, value, px=60_000)
+                        keys.append(key)
+                made.extend(keys)
+                if keys:
+                    pipe.execute_command("PFCOUNT", *keys)
+                counts.append(len(keys))
+            answers = await pipe.execute()
+        results = iter(a for a in answers if not isinstance(a, bool))
+        out = [int(next(results)) if n else 0 for n in counts]
+        if made:
+            await self.client.unlink(*made)
+        return out
 
     async def report(
         self, top: int | None = None, minutes: int = DEFAULT_MINUTES
     ) -> dict[str, Any]:
-        # Brands and totals are sums of brand x channel and channel counters;
-        # buyers are unions of HyperLogLogs (PFCOUNT over several keys).
+        # Brands and totals are sums of brand x channel and channel counters
+        # over the shards; buyers are unions of HyperLogLogs.
         p, c = self.prefix, self.client
         if top is None:
             order = await self._every_brand()
         else:
             order = await self.top_candidates(top)
         async with c.pipeline(transaction=False) as pipe:
-            pipe.hgetall(p + "ch")
-            # PFCOUNT by name: redis-py's cluster pipeline refuses
-            # `.pfcount(*keys)` in case the keys span slots; ours share one.
-            pipe.execute_command("PFCOUNT", *(p + "u:ch:" + ch for ch in CHANNELS))
-            for channel in CHANNELS:
-                pipe.execute_command("PFCOUNT", p + "u:ch:" + channel)
             pipe.hgetall(p + "ms")
-            pipe.hgetall(p + "dl")
-            pipe.hgetall(p + "meta")
             pipe.xrange(p + "alerts")
-            # The facets: regions, first hour by channel, minutes (one field a
-            # minute and counter: 5 x 1,440 a day, read whole).
-            pipe.hgetall(p + REGIONS_KEY)
-            pipe.hgetall(p + FIRST_HOUR_KEY)
-            pipe.hgetall(p + MINUTES_KEY)
-            head = await pipe.execute()
-        channels_raw, buyers_total = head[:2]
-        channel_buyers = dict(zip(CHANNELS, head[2 : 2 + len(CHANNELS)], strict=True))
-        milestones_raw, dead_raw, meta_raw, alerts_raw = head[
-            2 + len(CHANNELS) : 6 + len(CHANNELS)
-        ]
-        regions_raw, hour_raw, minutes_raw = head[6 + len(CHANNELS) :]
-        regions = split_labelled(_int_map(regions_raw))
-
-        async with c.pipeline(transaction=False) as pipe:
-            for b in order:
-                pipe.hgetall(p + "bc:" + b)
-            details = await pipe.execute()
+            pipe.hget(p + "meta", "watermark_ms")  # the campaign's (lua/fold.lua)
+            pipe.smembers(p + REGIONS_SET)
+            milestones_raw, alerts_raw, watermark, admitted_raw = await pipe.execute()
+        # The facets: regions, first hour by channel, minutes (one field a
+        # minute and counter: 5 x 1,440 a day, read whole).
+        (
+            channels_raw,
+            dead_raw,
+            meta_raw,
+            regions_raw,
+            pending_raw,
+            hour_raw,
+            minutes_raw,
+        ) = await self.sum_hashes(
+            [
+                "ch",
+                "dl",
+                "meta",
+                REGIONS_KEY,
+                REGIONS_KEY + "p",
+                FIRST_HOUR_KEY,
+                MINUTES_KEY,
+            ]
+        )
+        regions, region_keys = _regions(
+            regions_raw, pending_raw, {m.decode() for m in admitted_raw}
+        )
+        details = await self.sum_hashes(["bc:" + b for b in order])
         rows: list[BrandRow] = []
         for b, raw in zip(order, details, strict=True):
-            by_channel = _split_channels(_int_map(raw))
+            by_channel = _split_channels(raw)
             counters = {
                 name: sum(ch[name] for ch in by_channel.values()) for name in COUNTERS
             }
@@ -527,17 +897,19 @@ class RedisStore:
         # The rank's scores are doubles: order by the exact sums.
         rows.sort(key=lambda r: (-r.counters["gross_gmv_fen"], r.brand_id))
         rows = rows[: top if top is not None else None]
-        async with c.pipeline(transaction=False) as pipe:
-            for row in rows:
-                keys = [f"{p}u:bc:{row.brand_id}:{ch}" for ch in row.by_channel]
-                if keys:
-                    # the union: the brand's distinct buyers (one slot, as above)
-                    pipe.execute_command("PFCOUNT", *keys)
-                    for key in keys:
-                        pipe.execute_command("PFCOUNT", key)
-            for region in regions:
-                pipe.execute_command("PFCOUNT", p + REGION_BUYERS + region)
-            counts = iter(await pipe.execute())
+        groups: list[list[str]] = [[f"u:ch:{ch}" for ch in CHANNELS]]
+        groups.extend([f"u:ch:{ch}"] for ch in CHANNELS)
+        for row in rows:
+            keys = [f"u:bc:{row.brand_id}:{ch}" for ch in row.by_channel]
+            if keys:  # the union: the brand's distinct buyers
+                groups.append(keys)
+                groups.extend([key] for key in keys)
+        groups.extend(
+            [REGION_BUYERS + name for name in region_keys[region]] for region in regions
+        )
+        counts = iter(await self.count_unions(groups))
+        buyers_total = next(counts)
+        channel_buyers = {ch: next(counts) for ch in CHANNELS}
         for row in rows:
             if row.by_channel:
                 row.buyers = next(counts)
@@ -545,9 +917,8 @@ class RedisStore:
                     row.channel_buyers[channel] = next(counts)
         region_buyers = {region: next(counts) for region in regions}
 
-        channels = _split_channels(_int_map(channels_raw))
+        channels = _split_channels(channels_raw)
         totals = {name: sum(ch[name] for ch in channels.values()) for name in COUNTERS}
-        meta = _int_map(meta_raw)
         return shape_report(
             rules=self.rules,
             totals=totals,
@@ -556,15 +927,15 @@ class RedisStore:
             channel_buyers={ch: channel_buyers[ch] for ch in channels},
             brands=rows,
             milestones=[orjson.loads(v) for v in milestones_raw.values()],
-            dead_letters=_int_map(dead_raw),
-            out_of_window=meta.get("out_of_window", 0),
-            watermark_ms=meta.get("watermark_ms", 0),
-            late=meta.get("late", 0),
+            dead_letters=dead_raw,
+            out_of_window=meta_raw.get("out_of_window", 0),
+            watermark_ms=int(watermark or 0),
+            late=meta_raw.get("late", 0),
             alerts=decode_alerts(alerts_raw),
             regions=regions,
             region_buyers=region_buyers,
-            first_hour=split_labelled(_int_map(hour_raw)),
-            minutes=latest_minutes(_int_map(minutes_raw), minutes),
+            first_hour=split_labelled(hour_raw),
+            minutes=latest_minutes(minutes_raw, minutes),
         )
 
     async def _every_brand(self) -> list[str]:
@@ -629,21 +1000,41 @@ class RedisStore:
 
     async def reset(self) -> int:
         deleted = 0
-        pattern = glob_escape(self.prefix) + "*"
-        batch: list[bytes] = []
-        scan: dict[str, Any] = {"match": pattern, "count": 1000}
-        if isinstance(self.client, RedisCluster):
-            # Every key shares the campaign's hash tag: scan only the node that
-            # owns its slot (a cluster-wide SCAN would visit every primary).
-            scan["target_nodes"] = self.client.get_node_from_key(self.prefix + "off")
-        async for key in self.client.scan_iter(**scan):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += await self.client.unlink(*batch)
-                batch = []
-        if batch:
-            deleted += await self.client.unlink(*batch)
+        for prefix in self.layout.scan_prefixes:
+            scan: dict[str, Any] = {"match": glob_escape(prefix) + "*", "count": 1000}
+            if isinstance(self.client, RedisCluster):
+                # One shard: every key shares the campaign's hash tag, so only
+                # the node that owns its slot is scanned; several: every primary.
+                scan["target_nodes"] = (
+                    self.client.get_node_from_key(self.prefix + "off")
+                    if len(self.shards) == 1
+                    else RedisCluster.PRIMARIES
+                )
+            batch: list[bytes] = []
+            async for key in self.client.scan_iter(**scan):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += await self._unlink(batch)
+                    batch = []
+            if batch:
+                deleted += await self._unlink(batch)
+        self.shard_applied = [{} for _ in self.shards]
+        self.folded = {}
+        self.admitted = set()
+        self.refused = set()
+        self.regions_full = False
+        self.ring = None
+        self.watermark = 0
         return deleted
+
+    async def _unlink(self, keys: list[bytes]) -> int:
+        """UNLINK keys that may span slots (one call per key on a cluster)."""
+        if isinstance(self.client, RedisCluster) and len(self.shards) > 1:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.unlink(key)
+                return sum(await pipe.execute())
+        return int(await self.client.unlink(*keys))
 
 
 class MemoryStore:
@@ -657,11 +1048,20 @@ class MemoryStore:
     async def applied_offsets(self, partitions: Iterable[str]) -> dict[str, int]:
         return {tp: self.state.offsets.get(tp, -1) for tp in partitions}
 
-    async def apply(self, plan: Plan, now_ms: int) -> Applied | Stale:
+    def plan(
+        self,
+        records: list[Record],
+        applied: Mapping[str, int],
+        gaps: Collection[str] = (),
+    ) -> AnyPlan:
+        return plan_batch(records, self.rules, applied, gaps)
+
+    async def apply(self, plan: AnyPlan, now_ms: int) -> Applied | Stale:
+        assert isinstance(plan, Plan), "the in-memory store keeps one shard"
         async with self._lock:
             return apply_plan(self.state, plan, self.rules, now_ms)
 
-    async def send(self, plan: Plan, now_ms: int) -> Awaitable[Applied | Stale]:
+    async def send(self, plan: AnyPlan, now_ms: int) -> Awaitable[Applied | Stale]:
         return asyncio.ensure_future(self.apply(plan, now_ms))
 
     async def report(

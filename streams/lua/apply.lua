@@ -1,16 +1,20 @@
--- Apply one batch plan to a campaign's state, atomically with its Kafka offsets.
+-- Apply one batch plan to one shard of a campaign's state, atomically with the
+-- shard's Kafka offsets (streams/keys.py). What must be decided campaign-wide
+-- (the rank, the first-hour GMV milestones are decided on, the brands, the
+-- rooms) the step appends to the shard's `agg` stream under the shard's next
+-- sequence number, and lua/fold.lua moves it to the campaign's slot, once.
 -- processors/state.py:apply_plan keeps the same rules in memory for the worker's
 -- unit tests; tests run the same cases through this script (tests/streams).
 --
--- KEYS[1]  the campaign's offsets hash ("<prefix>off"); every key shares its slot
--- ARGV[1]  key prefix, e.g. "presale:{d11-2025}:"
+-- KEYS[1]  the shard's offsets hash ("<prefix>off"); every key shares its slot
+-- ARGV[1]  the shard's key prefix, e.g. "presale:{d11-2025}:"
 -- ARGV[2]  the plan as JSON (streams/store.py:encode_plan)
 -- ARGV[3]  wall-clock now in ms (milestones' detected_at_ms)
 --
 -- Returns {"stale", partition, applied_offset} and changes nothing when the plan
 -- does not begin right after a partition's stored offset (another worker moved
 -- it, or Redis lost writes); otherwise {"ok", new_events, duplicates, late,
--- milestone_json...}.
+-- seq, aggregate_json}, seq 0 when the batch left nothing to fold.
 --
 -- Redis does not roll a script back when a command fails halfway, so the
 -- script reads everything first and checks the type of every key it will only
@@ -106,12 +110,22 @@ end
 
 -- 2. The watermark: the median of the latest 64 samples of all batches, once
 -- there are 32, never moving back (processors/counting.py:watermark_from).
+-- With one shard the step keeps them; with several, the fold (plan.w).
 local RING = 64
 local MIN_SAMPLES = 32
 local ring_key = P .. "wm"
 local wm = tonumber(redis.call("HGET", meta, "watermark_ms") or "0")
 local ring = redis.call("LRANGE", ring_key, 0, RING - 1)
 local samples = plan.ws
+if plan.w then
+  -- Several shards: the campaign's watermark, as the worker computed it from
+  -- the campaign's samples (lua/fold.lua keeps them), never back here either.
+  samples = {}
+  if plan.w > wm then
+    wm = plan.w
+    later(function() redis.call("HSET", meta, "watermark_ms", fmt(wm)) end)
+  end
+end
 if #samples > 0 then
   local merged = {}
   for i = #samples, 1, -1 do
@@ -306,7 +320,7 @@ for p, n in pairs(fresh_carts) do
 end
 
 for _, r in ipairs(plan.r) do
-  -- {brand, channel, amount, qty, vip, user, ts, first_hour, profile}
+  -- {brand, channel, amount, qty, vip, user, ts, first_hour, profile, at}
   local new = fresh[owner]
   owner = owner + 1
   if new then
@@ -343,7 +357,7 @@ for _, r in ipairs(plan.r) do
         s = {}
         steps[r[1]] = s
       end
-      s[#s + 1] = {r[3], r[7]}
+      s[#s + 1] = {r[3], r[7], r[10]}
     end
   else
     duplicates = duplicates + 1
@@ -374,13 +388,8 @@ end
 -- summed here first, so each (channel, counter) is written once per batch.
 local brands = plan.b
 local channels = plan.n
-must_be(P .. "brands", "set")
-must_be(P .. "rank", "zset")
-must_be(P .. "fh", "zset")
-must_be(P .. "outbox", "stream")
 must_be(P .. "sm:idx", "zset")
 must_be(ring_key, "list")
-later(function() chunked("SADD", P .. "brands", brands) end)
 
 local per_channel = {}    -- channel -> counters (with carries)
 local hll = {}            -- key -> list of user ids
@@ -465,50 +474,30 @@ for p, sums in pairs(prof) do
     end
   end
 end
-local resolved = {}
-do
-  local used = {}
-  for f in pairs(cell_sums) do
-    local label = plan.gf[f + 1][3]
-    if label >= 0 then
-      used[label] = true
-    end
-  end
-  local names, idx = {}, {}
-  for i = 1, #plan.lb do
-    if used[i - 1] then
-      names[#names + 1] = plan.lb[i]
-      idx[#idx + 1] = i - 1
-    end
-  end
-  if #names > 0 then
-    local cap_key = P .. plan.lk
-    must_be(cap_key, "set")
-    local member = chunked("SMISMEMBER", cap_key, names)
-    local size = redis.call("SCARD", cap_key)
-    local admitted = {}
-    for j = 1, #names do
-      if member[j] == 1 then
-        resolved[idx[j]] = names[j]
-      elseif size < plan.lm then
-        size = size + 1
-        resolved[idx[j]] = names[j]
-        admitted[#admitted + 1] = names[j]
-      else
-        resolved[idx[j]] = plan.lo
-      end
-    end
-    if #admitted > 0 then
-      later(function() chunked("SADD", cap_key, admitted) end)
-    end
-  end
+-- A labelled facet's label is a region as the campaign decided it under
+-- PRESALE_MAX_REGIONS: its own name once admitted, `other` once refused
+-- (plan.lb, as the store knows them). A region not decided yet (plan.lp)
+-- counts under its own name in the facet's pending hash (`rgp`), and the
+-- aggregate asks the fold to decide it, in the order the batch met it
+-- (plan.la): the report then reads its counts under the decision. Only a
+-- counted event's region is ever decided, so a duplicate takes no slot.
+local resolved, is_pending, pending_at = {}, {}, {}
+for i = 1, #plan.lb do
+  resolved[i - 1] = plan.lb[i]
+  is_pending[i - 1] = plan.lp[i] == 1
+  pending_at[i - 1] = plan.la[i]
 end
+local undecided = {}  -- label index -> true: counted here, decided by the fold
 for f, sums in pairs(cell_sums) do
   local facet = plan.gf[f + 1]
   local key, head, label = P .. facet[1], facet[2], ""
   if facet[3] >= 0 then
     label = resolved[facet[3]]
     head = head .. label .. ":"
+    if is_pending[facet[3]] then
+      key = key .. "p"
+      undecided[facet[3]] = true
+    end
   end
   local only = nil
   if #facet[4] > 0 then
@@ -546,14 +535,6 @@ local function add_buyers()
       redis.call("PFADD", key, unpack(users, i, math.min(i + 999, #users)))
     end
   end
-end
-for b, g in pairs(gross_by_brand) do
-  later(function() redis.call("ZINCRBY", P .. "rank", fmt(g), brands[b + 1]) end)
-end
--- Distinct livestream rooms (12 KB, within 1%): presale_distinct_ids{kind="rooms"}.
-if plan.rm and #plan.rm > 0 then
-  must_be(P .. "rooms", "string")  -- a HyperLogLog is a string
-  later(function() chunked("PFADD", P .. "rooms", plan.rm) end)
 end
 
 -- Dead letters, out-of-window and late records.
@@ -642,58 +623,42 @@ for tp, pc in pairs(plan.pc) do
   end
 end
 
--- 7. Milestones, decided in the step so no two workers can both emit one, on
--- the first-hour GMV after this batch: run among the writes (section 9), its
--- keys' types checked before them.
-local reached = {}
-local ms_key = P .. "ms"
-must_be(ms_key, "hash")
-local function decide_milestones()
-  local candidates = {}  -- {field, record, brand}
+-- 7. The aggregate lua/fold.lua moves to the campaign's slot: the batch's
+-- brands, its rooms (presale_distinct_ids{kind="rooms"}), each brand's gross
+-- GMV added (the rank) and its new first-hour orders {brand, amount, ts, at}
+-- (the milestones). Appended to the shard's `agg` stream as entry "<seq>-1";
+-- entries up to plan.ft, folded already, are trimmed.
+local agg_key = P .. "agg"
+must_be(agg_key, "stream")
+local seq = 0
+local agg_json = ""
+do
+  local ranked, firsts = {}, {}
+  for b, g in pairs(gross_by_brand) do
+    ranked[#ranked + 1] = {brands[b + 1], fmt(g)}
+  end
   for b, s in pairs(steps) do
-    local brand = brands[b + 1]
-    local added = 0
     for i = 1, #s do
-      added = added + s[i][1]
-    end
-    local after = tonumber(redis.call("ZINCRBY", P .. "fh", fmt(added), brand))
-    local targets = plan.t[tostring(b)]
-    if targets then
-      table.sort(targets, function(p, q) return p[2] < q[2] end)
-      local running = after - added
-      local next_target = 1
-      for i = 1, #s do
-        running = running + s[i][1]
-        while next_target <= #targets and running >= targets[next_target][2] do
-          local tg = targets[next_target]
-          next_target = next_target + 1
-          local field = tg[1] .. ":" .. brand .. ":" .. fmt(tg[2])
-          local record = '{"kind":' .. cjson.encode(tg[1])
-            .. ',"brand_id":' .. cjson.encode(brand)
-            .. ',"threshold_fen":' .. fmt(tg[2])
-            .. ',"crossed_at_ms":' .. fmt(s[i][2])
-            .. ',"detected_at_ms":' .. now_ms .. '}'
-          candidates[#candidates + 1] = {field, record, brand}
-        end
-      end
+      -- numbers as text: cjson writes 14 significant digits
+      firsts[#firsts + 1] = {brands[b + 1], fmt(s[i][1]), fmt(s[i][2]), fmt(s[i][3])}
     end
   end
-  if #candidates == 0 then
-    return
+  local rooms = plan.rm or {}
+  local regions = {}
+  for i in pairs(undecided) do
+    regions[#regions + 1] = {resolved[i], fmt(pending_at[i])}
   end
-  local fields = {}
-  for i = 1, #candidates do
-    fields[i] = candidates[i][1]
+  if #brands > 0 or #rooms > 0 then
+    seq = tonumber(redis.call("HGET", meta, "fold_seq") or "0") + 1
+    local agg = {b = brands, r = ranked, f = firsts, m = rooms, p = regions}
+    agg_json = cjson.encode(agg)
+    later(function()
+      redis.call("HSET", meta, "fold_seq", fmt(seq))
+      redis.call("XADD", agg_key, fmt(seq) .. "-1", "a", agg_json)
+    end)
   end
-  local known = chunked("HMGET", ms_key, fields)
-  for i = 1, #candidates do
-    if not known[i] then
-      local c = candidates[i]
-      reached[#reached + 1] = c[2]
-      redis.call("HSET", ms_key, c[1], c[2])
-      redis.call("XADD", P .. "outbox", "*", "topic", "milestones",
-        "id", c[1], "key", c[3], "value", c[2])
-    end
+  if plan.ft and plan.ft > 0 then
+    later(function() redis.call("XTRIM", agg_key, "MINID", fmt(plan.ft + 1)) end)
   end
 end
 
@@ -753,13 +718,8 @@ end
 for i = 1, #writes do
   writes[i]()
 end
-decide_milestones()
 for _, o in ipairs(plan.o) do
   redis.call("HSET", off_key, o[1], fmt(o[3]))
 end
 
-local result = {"ok", new_events, duplicates, late}
-for i = 1, #reached do
-  result[#result + 1] = reached[i]
-end
-return result
+return {"ok", new_events, duplicates, late, seq, agg_json}

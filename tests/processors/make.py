@@ -7,20 +7,30 @@ import copy
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import redis
 
-from processors.counting import CampaignRules, Plan, Record, plan_batch
+from processors.counting import (
+    CampaignRules,
+    Plan,
+    Record,
+    ShardedPlan,
+    plan_batch,
+    plan_shards,
+)
 from processors.events import Event, Rejection
 from processors.state import COUNTERS, Applied, Stale
+from streams.keys import Layout
 from streams.store import MemoryStore, RedisStore, Store
 
 T = TypeVar("T")
 # The Redis URL the Feeds of a test use, None for the in-memory store
 # (tests/processors/conftest.py runs the step's tests through both).
 BACKEND: ContextVar[str | None] = ContextVar("BACKEND", default=None)
+# The state shards the Feeds of a test keep in that Redis (PRESALE_STATE_SHARDS).
+SHARDS: ContextVar[int] = ContextVar("SHARDS", default=1)
 
 T0 = 1_700_000_000_000  # campaign start; a multiple of 1,000 ms
 HOUR_MS = 3_600_000
@@ -154,7 +164,10 @@ class Feed:
     ) -> None:
         self.rules = campaign or rules()
         self.redis_url = redis_url if redis_url is not None else BACKEND.get()
+        if self.redis_url is not None and SHARDS.get() > 1:
+            self.rules = replace(self.rules, state_shards=SHARDS.get())
         self.prefix = f"t:{{{uuid.uuid4().hex}}}:"
+        self.layout = Layout(self.prefix, self.rules.state_shards)
         self.memory = MemoryStore(self.rules)
         self.partitions: set[str] = set()
 
@@ -180,7 +193,8 @@ class Feed:
             self.memory.state.offsets.update(offsets)
             return
         client = redis.Redis.from_url(self.redis_url)
-        client.hset(self.prefix + "off", mapping=offsets)  # type: ignore[arg-type]
+        for key in self.layout.each("off"):
+            client.hset(key, mapping=offsets)  # type: ignore[arg-type]
         client.close()
 
     def records(self, items: list[Event | Rejection], tp: str) -> list[Record]:
@@ -188,14 +202,27 @@ class Feed:
         start = self.offsets().get(tp, -1) + 1
         return [(tp, start + i, item) for i, item in enumerate(items)]
 
-    def apply(self, plan: Plan, now_ms: int = 0) -> Applied | Stale:
+    def plan(
+        self, records: list[Record], applied: dict[str, int]
+    ) -> Plan | ShardedPlan:
+        """A plan on the given offsets (every shard's, when sharded)."""
+        if self.rules.state_shards == 1:
+            return plan_batch(records, self.rules, applied)
+        return plan_shards(records, self.rules, [applied] * self.rules.state_shards)
+
+    def apply(self, plan: Plan | ShardedPlan, now_ms: int = 0) -> Applied | Stale:
         self.partitions.update(plan.offsets)
         return self._run(lambda s: s.apply(plan, now_ms))
 
     def apply_records(self, records: list[Record], now_ms: int = 0) -> Applied | Stale:
+        """Plan on the store's offsets, as the worker does, and apply."""
         self.partitions.update(tp for tp, _o, _i in records)
-        plan = plan_batch(records, self.rules, self.offsets())
-        return self.apply(plan, now_ms)
+
+        async def job(store: Store) -> Applied | Stale:
+            applied = await store.applied_offsets(sorted(self.partitions))
+            return await store.apply(store.plan(records, applied), now_ms)
+
+        return self._run(job)
 
     def send(
         self, *items: Event | Rejection, tp: str = "orders:0", now_ms: int = 0
@@ -221,7 +248,11 @@ class Feed:
         if self.redis_url is None:
             return copy.deepcopy(self.memory.state)
         client = redis.Redis.from_url(self.redis_url)
-        keys = sorted(client.scan_iter(match=self.prefix.replace("{", "\\{") + "*"))
+        keys = sorted(
+            k
+            for prefix in self.layout.scan_prefixes
+            for k in client.scan_iter(match=prefix.replace("{", "\\{") + "*")
+        )
         dump = {k: client.dump(k) for k in keys}
         client.close()
         return dump
@@ -231,12 +262,16 @@ class Feed:
         if self.redis_url is None:
             return sorted(self.memory.state.seen)
         client = redis.Redis.from_url(self.redis_url)
-        gens = sorted(int(g) for g in client.smembers(self.prefix + "dd:gens"))
-        pattern = self.prefix.replace("{", "\\{").replace("}", "\\}") + "dd:*"
-        stored = {
-            k.decode().removeprefix(self.prefix) for k in client.scan_iter(pattern)
-        }
+        every: set[int] = set()
+        for prefix in self.layout.shard:
+            gens = {int(g) for g in client.smembers(prefix + "dd:gens")}
+            pattern = prefix.replace("{", "\\{").replace("}", "\\}") + "dd:*"
+            stored = {
+                k.decode().removeprefix(prefix) for k in client.scan_iter(pattern)
+            }
+            kept = {k.split(":")[1] for k in stored if not k.startswith("dd:o:")}
+            kept -= {"gens"}
+            assert kept == {str(g) for g in gens}, (kept, gens)  # no key left behind
+            every |= gens
         client.close()
-        kept = {k.split(":")[1] for k in stored if not k.startswith("dd:o:")} - {"gens"}
-        assert kept == {str(g) for g in gens}, (kept, gens)  # no key left behind
-        return gens
+        return sorted(every)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from processors.counting import Record, plan_batch
+from processors.counting import Record
 from processors.events import Rejection
 from processors.milestones import GMV_THRESHOLD, YOY_DOUBLE, Milestone
 from processors.state import Applied, Stale
@@ -265,7 +265,7 @@ def test_stale_plan_changes_nothing(
         ("orders:0", first + 1, Rejection("bad_value", "x")),
         ("orders:0", first + 2, order("o2", 5, ts=END)),
     ]
-    plan = plan_batch(records, campaign, planned_from)
+    plan = feed.plan(records, planned_from)
     assert feed.apply(plan) == Stale(*moved)
     assert feed.snapshot() == before
 
@@ -279,7 +279,7 @@ def test_one_stale_partition_refuses_the_whole_plan() -> None:
         ("orders:0", 5, order("o1", 100)),
         ("orders:1", 9, order("o2", 100)),
     ]
-    plan = plan_batch(records, campaign, {"orders:0": 4, "orders:1": 8})
+    plan = feed.plan(records, {"orders:0": 4, "orders:1": 8})
     before = feed.snapshot()
     assert feed.apply(plan) == Stale("orders:1", 9)
     assert feed.snapshot() == before

@@ -13,11 +13,12 @@ import asyncio
 import json
 import random
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from processors.counting import Record, plan_batch
+from processors.counting import Record
 from seeds.recording import iter_records
 from streams.check import check
 from streams.codecs import decode
@@ -31,7 +32,6 @@ def replay_in_batches(
 ) -> dict[str, Any]:
     """Decode, plan and apply the recording in file order (one partition a
     topic), in batches of 1 to 8,000 records; the store's report."""
-    rules = settings.rules
     limit = settings.max_record_bytes
     offsets: dict[str, int] = {}
     records: list[Record] = []
@@ -47,7 +47,7 @@ def replay_in_batches(
             size = rng.choice((1, 7, 100, 1_000, 8_000))
             batch = records[position : position + size]
             applied = await store.applied_offsets(sorted(offsets))
-            result = await store.apply(plan_batch(batch, rules, applied), 0)
+            result = await store.apply(store.plan(batch, applied), 0)
             assert type(result).__name__ == "Applied", result
             position += size
         return await store.report()
@@ -62,6 +62,10 @@ def replay_in_batches(
         ("lua", "small", 2),
         ("lua", "first-hour", 1),
         ("lua", "first-hour", 2),
+        # Twelve state shards in one Redis: each batch split into the shards'
+        # steps and the fold, as on a Redis Cluster.
+        ("lua-shards", "small", 1),
+        ("lua-shards", "first-hour", 2),
         # The in-memory store, slower, on the small recording only.
         ("memory", "small", 1),
         ("memory", "small", 2),
@@ -75,9 +79,11 @@ def test_stream_path_matches_the_reference(
     settings = Settings.from_env(recording_env(name))
     want = json.loads((STREAMS / f"{name}.expected.json").read_text())
     store: Store
-    if where == "lua":
+    if where.startswith("lua"):
         prefix = f"t:{{{uuid.uuid4().hex}}}:"
-        store = RedisStore.from_url(step_redis_url, prefix, settings.rules)
+        shards = 12 if where == "lua-shards" else 1
+        campaign = replace(settings.rules, state_shards=shards)
+        store = RedisStore.from_url(step_redis_url, prefix, campaign)
     else:
         store = MemoryStore(settings.rules)
     live = replay_in_batches(store, settings, name, seed)

@@ -27,13 +27,13 @@ def _keys(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
 @pytest.mark.parametrize(
     ("key", "kind"),
     [
-        ("brands", "string"),  # a set the step only adds to
-        ("rank", "hash"),  # a sorted set it only increments
         ("u:ch:other", "hash"),  # a HyperLogLog it only adds to
-        ("outbox", "string"),  # the stream milestones go to
+        ("agg", "string"),  # the stream of the shard's aggregates
         ("bc:b1", "string"),  # a counter hash
         ("rgs", "string"),  # the regions the campaign admitted
-        ("rg", "string"),  # the facets' hashes: regions, first hour, minutes
+        # the facets' hashes: regions (a region not decided yet counts in
+        # `rgp` until the campaign decides it), first hour, minutes
+        ("rgp", "string"),
         ("fhc", "string"),
         ("mn", "string"),
         ("u:rg:unknown", "hash"),  # a region's buyers
@@ -70,11 +70,66 @@ def test_a_step_that_would_fail_halfway_changes_nothing(
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         asyncio.run(apply())
     after = _keys(client, prefix)
+    if key != "rgs":
+        # A region is admitted campaign-wide before the step, for good (as it
+        # would be by the step's retry): not a write of the step.
+        after = {k: v for k, v in after.items() if not k.endswith(b":rgs")}
     if key.startswith("u:"):
         # Buyers are added first, unchecked: a HyperLogLog add is idempotent, so
         # the step's retry adds the same members again. Nothing else moved.
         after = {k: v for k, v in after.items() if b":u:" not in k or k in before}
     assert after == before
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("brands", "string"),  # a set the fold only adds to
+        ("rank", "hash"),  # a sorted set it only increments
+        ("fh", "hash"),  # the first-hour GMV milestones are decided on
+        ("ms", "string"),  # the milestones reached
+        ("outbox", "string"),  # the stream milestones go to
+        ("folded", "string"),  # the shards' last aggregates folded
+    ],
+)
+def test_a_fold_that_would_fail_halfway_changes_nothing_and_runs_later(
+    step_redis_url: str, key: str, kind: str
+) -> None:
+    """A campaign-wide key of the wrong type fails the fold before any write:
+    the shard's step stands (its aggregate waits in the shard's stream), no
+    campaign-wide key changes, and once the key is mended the pending fold
+    moves the aggregate over exactly once: one milestone, the rank once."""
+    campaign = rules(thresholds_fen=(1_000,))
+    prefix = f"t:{{{uuid.uuid4().hex}}}:"
+    client = redis.Redis.from_url(step_redis_url)
+    if kind == "string":
+        client.set(prefix + key, "not mine")
+    else:
+        client.hset(prefix + key, "x", "1")
+    wide = [prefix + k for k in ("brands", "rank", "fh", "ms", "outbox", "folded")]
+    before = {k: client.dump(k) for k in wide}
+    records: list[Record] = [("orders:0", 0, order("o1", 2_000, ts=T0 + 1))]
+
+    async def run() -> tuple[list[object], list[object]]:
+        store = RedisStore.from_url(step_redis_url, prefix, campaign)
+        try:
+            with pytest.raises(ResponseError, match="WRONGTYPE"):
+                await store.apply(store.plan(records, {}), 0)
+            assert {k: client.dump(k) for k in wide} == before
+            assert client.xlen(prefix + "agg") == 1
+            client.delete(prefix + key)
+            first = await store.fold_pending(0)
+            again = await store.fold_pending(0)
+            return list(first), list(again)
+        finally:
+            await store.close()
+
+    first, again = asyncio.run(run())
+    assert [(m.kind, m.brand_id) for m in first] == [("gmv_threshold", "b1")]
+    assert again == []
+    assert client.zscore(prefix + "rank", "b1") == 2_000
+    assert client.xlen(prefix + "outbox") == 1
     client.close()
 
 
