@@ -148,9 +148,14 @@ class SurgeJudge:
         last_year: LastYear | None,
         metrics: Metrics,
         end_offsets: Callable[[], Awaitable[dict[str, int]]],
+        shards: tuple[str, ...] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
+        # The state shards' prefixes (streams/keys.py): each keeps the traffic
+        # of the events counted in it, and the surge clocks of the partitions
+        # it is home to; the campaign's prefix keeps the alerts.
+        self.shards = shards or (prefix,)
         self.rules = rules
         self.start_ms = start_ms
         self.lateness_ms = lateness_ms
@@ -172,39 +177,49 @@ class SurgeJudge:
     async def _candidates(self, minute: int) -> AsyncIterator[list[bytes]]:
         """The minute's cells that counted at least `min_count` (no other cell
         can surge), in chunks of CHUNK_CELLS, read by HSCAN: the judge holds a
-        chunk, however many cells the minute has (a million brands: a million)."""
+        chunk, however many cells the minute has (a million brands: a million).
+        With several shards a cell's count is split over them: a cell with
+        `min_count` in all holds at least `min_count / shards` in one, so the
+        cells at that in a shard are the candidates (their sums decide)."""
         chunk: list[bytes] = []
-        min_count = self.rules.min_count
-        key = f"{self.prefix}sm:{minute}"
-        async for field, value in self.client.hscan_iter(key, count=CHUNK_CELLS):
-            if int(value) >= min_count:
-                chunk.append(field)
-                if len(chunk) >= CHUNK_CELLS:
-                    yield chunk
-                    chunk = []
+        n = len(self.shards)
+        min_count = -(-self.rules.min_count // n)
+        seen: set[bytes] = set()
+        for prefix in self.shards:
+            key = f"{prefix}sm:{minute}"
+            async for field, value in self.client.hscan_iter(key, count=CHUNK_CELLS):
+                if int(value) >= min_count and field not in seen:
+                    if n > 1:
+                        seen.add(field)
+                    chunk.append(field)
+                    if len(chunk) >= CHUNK_CELLS:
+                        yield chunk
+                        chunk = []
         if chunk:
             yield chunk
 
     async def judge_minute(self, minute: int) -> list[Candidate]:
         """`evaluate_minute` over the minute's candidates, a chunk at a time:
-        each chunk reads its cells' counts in the window's minutes (HMGET), so
-        what is held is a chunk times the window, not every cell of it."""
+        each chunk reads its cells' counts in the window's minutes (HMGET, in
+        every shard, summed), so what is held is a chunk times the window, not
+        every cell of it."""
         span = self.rules.history_minutes + self.rules.persistence_minutes
         window = [minute - i * MINUTE_MS for i in range(span)]
         found: dict[ScopeKey, Candidate] = {}
         async for fields in self._candidates(minute):
             async with self.client.pipeline(transaction=False) as pipe:
                 for m in window:
-                    pipe.hmget(f"{self.prefix}sm:{m}", fields)
+                    for prefix in self.shards:
+                        pipe.hmget(f"{prefix}sm:{m}", fields)
                 rows: list[Any] = await pipe.execute()
-            counts = {
-                m: {
-                    _scope_key(f): int(v)
-                    for f, v in zip(fields, values, strict=True)
-                    if v is not None
-                }
-                for m, values in zip(window, rows, strict=True)
-            }
+            counts: dict[int, dict[ScopeKey, int]] = {m: {} for m in window}
+            per_minute = len(self.shards)
+            for i, values in enumerate(rows):
+                cells = counts[window[i // per_minute]]
+                for f, v in zip(fields, values, strict=True):
+                    if v is not None:
+                        key = _scope_key(f)
+                        cells[key] = cells.get(key, 0) + int(v)
             for c in evaluate_minute(
                 minute, counts, self.rules, self.start_ms, self.last_year
             ):
@@ -224,22 +239,34 @@ class SurgeJudge:
         if not self._known:  # which partitions hold records is not known yet
             return []
         # Kafka's ends first, then Redis: an offset applied is never past an end.
+        # Each partition's clock is kept by its home shard, and its offset
+        # applied is the lowest of the shards'.
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hget(meta, "surge_through")
-            pipe.hgetall(self.prefix + "clock")
-            pipe.hgetall(self.prefix + "off")
-            through, clocks_raw, off_raw = await pipe.execute()
+            for prefix in self.shards:
+                pipe.hgetall(prefix + "clock")
+                pipe.hgetall(prefix + "off")
+            through, *per_shard = await pipe.execute()
+        clocks_raw: dict[bytes, bytes] = {}
+        applied: dict[str, int] = {}
+        for clocks_part, off_part in zip(per_shard[::2], per_shard[1::2], strict=True):
+            clocks_raw.update(clocks_part)
+            for tp, o in off_part.items():
+                name = tp.decode()
+                applied[name] = min(applied.get(name, int(o)), int(o))
         clock = surge_clock(
             parse_clocks(clocks_raw),
             self._ends,
-            {tp.decode(): int(o) for tp, o in off_raw.items()},
+            applied,
             int(time.time() * 1000),
         )
         complete_before = clock - MINUTE_MS - self.lateness_ms
         low = f"({int(through)}" if through is not None else "-inf"
-        pending: list[Any] = await self.client.zrangebyscore(
-            self.prefix + "sm:idx", low, complete_before
-        )
+        async with self.client.pipeline(transaction=False) as pipe:
+            for prefix in self.shards:
+                pipe.zrangebyscore(prefix + "sm:idx", low, complete_before)
+            indexed: list[Any] = await pipe.execute()
+        pending = sorted({int(m) for found in indexed for m in found})
         raised: list[dict[str, Any]] = []
         last = through.decode() if through is not None else ""
         for raw_minute in pending:

@@ -64,6 +64,7 @@ class Runtime:
             self.settings.surge_last_year,
             self.metrics,
             lambda: log_end_offsets(self.settings, INPUT_TOPICS),
+            self.store.shards,
         )
         self.pipeline.after_apply = judge.batch_applied
         self.tasks.append(asyncio.ensure_future(judge.run()))

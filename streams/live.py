@@ -19,8 +19,15 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from processors.counting import FIRST_HOUR_KEY, MINUTES_KEY, REGIONS_KEY, CampaignRules
+from processors.counting import (
+    FIRST_HOUR_KEY,
+    MINUTES_KEY,
+    REGIONS_KEY,
+    REGIONS_SET,
+    CampaignRules,
+)
 from processors.state import COUNTERS
+from streams.keys import Layout
 from streams.metrics import Metrics
 from streams.report import (
     FIRST_HOUR_FIELDS,
@@ -32,7 +39,13 @@ from streams.report import (
     ratio,
     split_labelled,
 )
-from streams.store import _int_map, _split_channels, decode_alerts
+from streams.store import (
+    _int_map,
+    _split_channels,
+    decode_alerts,
+    regions_view,
+    sum_shard_hashes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +92,8 @@ async def read_live(
     """The live view model: totals, first-hour summary, the top brands, the
     newest milestones and alerts. `consumer_lag` is left to the caller."""
     p = prefix
+    shards = Layout(prefix, rules.state_shards).shard
     async with client.pipeline(transaction=False) as pipe:
-        pipe.hgetall(p + "ch")
         pipe.zrevrange(p + "rank", 0, top - 1)
         pipe.scard(p + "brands")
         # by name: redis-py's cluster pipeline refuses `.pfcount()` (streams/store.py)
@@ -88,36 +101,47 @@ async def read_live(
         pipe.hgetall(p + "ms")
         pipe.xrevrange(alerts_key(p), count=recent)
         pipe.xlen(alerts_key(p))
-        pipe.hgetall(p + "dl")
         pipe.hgetall(p + "meta")
-        # The facets: first hour by channel, regions (at most
-        # PRESALE_MAX_REGIONS + 1), and every minute (5 fields a minute).
-        pipe.hgetall(p + FIRST_HOUR_KEY)
-        pipe.hgetall(p + REGIONS_KEY)
-        pipe.hgetall(p + MINUTES_KEY)
+        pipe.smembers(p + REGIONS_SET)
         (
-            channels_raw,
             ranked,
             n_brands,
             n_rooms,
             ms_raw,
             alerts_raw,
             n_alerts,
-            dl,
             meta,
-            hour_raw,
-            regions_raw,
-            minutes_raw,
+            admitted,
         ) = await pipe.execute()
     brand_ids = [b.decode() for b in ranked]
-    async with client.pipeline(transaction=False) as pipe:
-        for b in brand_ids:
-            pipe.hgetall(p + "bc:" + b)
-        details = await pipe.execute()
+    # Summed over the state shards: the totals, dead letters, the facets
+    # (first hour by channel, regions: at most PRESALE_MAX_REGIONS + 1, every
+    # minute: 5 fields a minute), and the top brands' counters.
+    (
+        channels_raw,
+        dl,
+        hour_raw,
+        regions_raw,
+        pending_raw,
+        minutes_raw,
+        *details,
+    ) = await sum_shard_hashes(
+        client,
+        shards,
+        [
+            "ch",
+            "dl",
+            FIRST_HOUR_KEY,
+            REGIONS_KEY,
+            REGIONS_KEY + "p",
+            MINUTES_KEY,
+            *("bc:" + b for b in brand_ids),
+        ],
+    )
 
     brands = []
     for b, raw in zip(brand_ids, details, strict=True):
-        by_channel = _split_channels(_int_map(raw))
+        by_channel = _split_channels(raw)
         row = {f: sum(ch.get(f, 0) for ch in by_channel.values()) for f in BRAND_FIELDS}
         brands.append(
             {
@@ -132,12 +156,12 @@ async def read_live(
     for i, row in enumerate(brands, start=1):
         row["rank"] = i
 
-    channels = _split_channels(_int_map(channels_raw))
+    channels = _split_channels(channels_raw)
     totals = {c: sum(ch[c] for ch in channels.values()) for c in COUNTERS}
     milestones = [orjson.loads(v) for v in ms_raw.values()]
     newest = sorted(milestones, key=milestone_order, reverse=True)[:recent]
     meta_ints = _int_map(meta)
-    by_hour = split_labelled(_int_map(hour_raw))
+    by_hour = split_labelled(hour_raw)
     base = rules.channel_baselines
     hour_total = {
         f: sum(c.get(f, 0) for c in by_hour.values()) for f in FIRST_HOUR_FIELDS
@@ -151,7 +175,9 @@ async def read_live(
         if base
         else None
     )
-    regions = split_labelled(_int_map(regions_raw))
+    regions, _names = regions_view(
+        regions_raw, pending_raw, {m.decode() for m in admitted}
+    )
     return {
         "campaign": campaign_block(rules),
         "totals": totals,
@@ -169,7 +195,7 @@ async def read_live(
             r: {f: regions[r].get(f, 0) for f in REGION_FIELDS}
             for r in sorted(regions, key=lambda r: -regions[r].get("gross_gmv_fen", 0))
         },
-        "minutes": latest_minutes(_int_map(minutes_raw), CURVE_MINUTES),
+        "minutes": latest_minutes(minutes_raw, CURVE_MINUTES),
         "brand_count": int(n_brands),
         "room_count": int(n_rooms),
         "brands": brands,
@@ -177,7 +203,7 @@ async def read_live(
         "milestones": newest,
         "alert_count": int(n_alerts),
         "alerts": decode_alerts(alerts_raw),
-        "dead_letters": sum(_int_map(dl).values()),
+        "dead_letters": sum(dl.values()),
         "watermark_ms": meta_ints.get("watermark_ms", 0),
         "consumer_lag": None,
         "read_at_ms": int(time.time() * 1000),

@@ -338,7 +338,7 @@ def _step_outcome(result: list[Any]) -> _Step | Stale:
     )
 
 
-def _regions(
+def regions_view(
     counted: Mapping[str, int], pending: Mapping[str, int], admitted: set[str]
 ) -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
     """Regions' counters: those counted under their decision, plus those
@@ -356,6 +356,28 @@ def _regions(
         if label not in kept:
             kept.append(label)
     return regions, names
+
+
+async def sum_shard_hashes(
+    client: Any, shards: Iterable[str], names: list[str]
+) -> list[dict[str, int]]:
+    """Each hash of `names` summed field by field over the shards' prefixes."""
+    prefixes = list(shards)
+    async with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            for p in prefixes:
+                pipe.hgetall(p + name)
+        raw = await pipe.execute()
+    out = []
+    n = len(prefixes)
+    for i in range(len(names)):
+        total: dict[str, int] = {}
+        for part in raw[i * n : (i + 1) * n]:
+            for k, v in part.items():
+                field = k.decode()
+                total[field] = total.get(field, 0) + int(v)
+        out.append(total)
+    return out
 
 
 def _int_map(raw: Mapping[bytes, bytes]) -> dict[str, int]:
@@ -788,21 +810,7 @@ class RedisStore:
 
     async def sum_hashes(self, names: list[str]) -> list[dict[str, int]]:
         """Each of the shards' hashes `names`, summed field by field over the shards."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                for p in self.shards:
-                    pipe.hgetall(p + name)
-            raw = await pipe.execute()
-        out = []
-        n = len(self.shards)
-        for i in range(len(names)):
-            total: dict[str, int] = {}
-            for part in raw[i * n : (i + 1) * n]:
-                for k, v in part.items():
-                    field = k.decode()
-                    total[field] = total.get(field, 0) + int(v)
-            out.append(total)
-        return out
+        return await sum_shard_hashes(self.client, self.shards, names)
 
     async def count_unions(self, groups: list[list[str]]) -> list[int]:
         """Distinct members of each group of HyperLogLogs (key names after a
@@ -883,7 +891,7 @@ class RedisStore:
                 MINUTES_KEY,
             ]
         )
-        regions, region_keys = _regions(
+        regions, region_keys = regions_view(
             regions_raw, pending_raw, {m.decode() for m in admitted_raw}
         )
         details = await self.sum_hashes(["bc:" + b for b in order])
@@ -1032,7 +1040,9 @@ class RedisStore:
         if isinstance(self.client, RedisCluster) and len(self.shards) > 1:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.unlink(key)
+                    # by name: the cluster client's `unlink` splits keys by slot
+                    # as a coroutine of its own, which a pipeline cannot queue
+                    pipe.execute_command("UNLINK", key)
                 return sum(await pipe.execute())
         return int(await self.client.unlink(*keys))
 

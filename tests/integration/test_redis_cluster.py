@@ -1,7 +1,8 @@
 """The worker and every CLI command against a real 3-master Redis Cluster: the
 `small` recording replayed through the real Kafka gives exactly the expected
-report, every key of the campaign lives on the one node owning its hash slot,
-milestones reach their topic once, and `presale reset` finds and deletes them."""
+report, the campaign's state shards spread over every master (its own keys on
+the one node owning its slot), milestones reach their topic once, and `presale
+reset` finds and deletes them all."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import redis
 
 from streams.check import check as check_report
+from streams.keys import Layout
 from tests.support.redis_servers import keys_by_node, redis_cluster
 from tests.support.services import STREAMS, Env, recording_env, workers
 from tests.support.topics import read_all
@@ -21,6 +23,11 @@ from tests.support.topics import read_all
 pytestmark = pytest.mark.integration
 
 NAME = "small"
+
+
+def glob(text: str) -> str:
+    """`text` as a SCAN pattern (its braces escaped)."""
+    return text.replace("{", "\\{").replace("}", "\\}")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,7 @@ def cluster() -> Iterator[list[int]]:
 
 def test_replay_exact_on_redis_cluster(cluster: list[int]) -> None:
     """Counters exact (buyers within 2%), milestones exact and each published
-    once, `presale check` passes; all keys on one node; reset deletes them."""
+    once, `presale check` passes; shards on every master; reset deletes them."""
     want = json.loads((STREAMS / f"{NAME}.expected.json").read_text())
     env = Env(
         {
@@ -61,18 +68,33 @@ def test_replay_exact_on_redis_cluster(cluster: list[int]) -> None:
         assert sum(ids.values()) == len(want["milestones"])
         assert max(ids.values()) == 1
 
-    pattern = f"presale:{{{env.vars['PRESALE_CAMPAIGN_ID']}}}:*".replace(
-        "{", "\\{"
-    ).replace("}", "\\}")
-    by_node = keys_by_node(cluster, pattern)
+    campaign = env.vars["PRESALE_CAMPAIGN_ID"]
+    wide = glob(f"presale:{{{campaign}}}:*")
+    sharded = glob(f"presale:{{{campaign}:") + "*"
+    by_node = keys_by_node(cluster, wide)
     holders = [port for port, n in by_node.items() if n]
-    assert len(holders) == 1, by_node  # one hash tag, one slot, one node
-    total = by_node[holders[0]]
+    assert len(holders) == 1, by_node  # the campaign's own tag: one slot, one node
+    # The state shards (12 by default on a cluster) spread over every master,
+    # four each: each master holds shards' counters, dedupe ids and offsets.
+    shard_keys = keys_by_node(cluster, sharded)
+    assert all(n > 50 for n in shard_keys.values()), shard_keys
+    probe = redis.Redis(port=cluster[0])
+    offsets = [
+        port
+        for port in cluster
+        for key in redis.Redis(port=port).scan_iter(match=sharded)
+        if key.endswith(b":off")
+    ]
+    probe.close()
+    assert sorted(Counter(offsets).values()) == [4, 4, 4], Counter(offsets)
+    total = by_node[holders[0]] + sum(shard_keys.values())
     assert total > 100
+    pattern = wide
 
     out = env.presale("reset")
     assert f"deleted {total:,} Redis keys" in out, (out, total)
     assert sum(keys_by_node(cluster, pattern).values()) == 0
+    assert sum(keys_by_node(cluster, sharded).values()) == 0
     after = env.report()
     assert after["totals"]["orders"] == 0
     assert after["brands"] == []
@@ -105,10 +127,11 @@ def _migrate_slot(slot: int, source: int, target: int, pause_s: float) -> int:
 
 
 def test_slot_migrated_mid_replay(cluster: list[int]) -> None:
-    """Hole d: the campaign's slot moves to another master while a paced replay
-    runs and the worker applies steps: a step meets its keys on the move
-    (TRYAGAIN, ASK, or a key no longer local), writes nothing and is retried;
-    the report is exact and every milestone is published once."""
+    """Hole d: a state shard's slot, then the campaign's, move to another
+    master while a paced replay runs and the worker applies steps: a step or a
+    fold meets its keys on the move (TRYAGAIN, ASK, or a key no longer local),
+    writes nothing and is retried; the report is exact and every milestone is
+    published once."""
     want = json.loads((STREAMS / f"{NAME}.expected.json").read_text())
     env = Env(
         {
@@ -118,18 +141,25 @@ def test_slot_migrated_mid_replay(cluster: list[int]) -> None:
         }
     )
     prefix = f"presale:{{{env.vars['PRESALE_CAMPAIGN_ID']}}}:"
+    first_shard = Layout(prefix, 12).shard[0]
     probe = redis.Redis(port=cluster[0])
-    slot = int(probe.execute_command("CLUSTER", "KEYSLOT", prefix + "off"))
+    slot = int(probe.execute_command("CLUSTER", "KEYSLOT", first_shard + "off"))
+    wide_slot = int(probe.execute_command("CLUSTER", "KEYSLOT", prefix + "folded"))
     probe.close()
     with workers(env, 1) as running:
         replay = env.background(
             "replay", "--quiet", "--speed", "500", str(STREAMS / f"{NAME}.jsonl.gz")
         )
         time.sleep(4)  # steps are being applied
-        pattern = (prefix + "*").replace("{", "\\{").replace("}", "\\}")
+        # A shard's slot (its steps), then the campaign's (the folds).
+        pattern = glob(first_shard + "*")
         owner = next(p for p, n in keys_by_node(cluster, pattern).items() if n)
         target = next(p for p in cluster if p != owner)
         moved = _migrate_slot(slot, owner, target, pause_s=0.05)
+        wide = glob(prefix + "*")
+        wide_owner = next(p for p, n in keys_by_node(cluster, wide).items() if n)
+        wide_target = next(p for p in cluster if p != wide_owner)
+        _migrate_slot(wide_slot, wide_owner, wide_target, pause_s=0.05)
         _out, err = replay.communicate(timeout=180)
         assert replay.returncode == 0, err[-2000:]
         live = env.wait_applied(alive=running)
