@@ -22,7 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
-from processors.counting import Record, plan_batch
+from dataclasses import replace
+
+from processors.counting import Plan, Record
 from seeds.recording import iter_records
 from streams.codecs import decode
 from streams.settings import Settings, read_settings_file
@@ -63,9 +65,9 @@ async def redis_cpu_s(store: RedisStore) -> float:
 
 
 async def one_round(
-    url: str, settings: Settings, batches: list[list[Record]]
+    url: str, settings: Settings, batches: list[list[Record]], shards: int = 1
 ) -> tuple[float, float, float, int]:
-    rules = settings.rules
+    rules = replace(settings.rules, state_shards=shards)
     prefix = f"bench:{{{uuid.uuid4().hex}}}:"
     store = RedisStore.from_url(url, prefix, rules)
     plan_s = encode_s = 0.0
@@ -75,9 +77,11 @@ async def one_round(
         for batch in batches:
             applied = await store.applied_offsets(sorted({tp for tp, _o, _v in batch}))
             t0 = time.process_time()
-            plan = plan_batch(batch, rules, applied)
+            plan = store.plan(batch, applied)
             t1 = time.process_time()
-            encode_plan(plan, rules)
+            for part in getattr(plan, "parts", [plan]):
+                if isinstance(part, Plan):
+                    encode_plan(part, rules)
             t2 = time.process_time()
             result = await store.apply(plan, 0)
             assert type(result).__name__ == "Applied", result
@@ -96,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis-url", required=True)
     p.add_argument("--recording", default="first-hour")
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--shards", type=int, default=1, help="PRESALE_STATE_SHARDS")
     args = p.parse_args(argv)
     settings, batches = load(args.recording)
     rows = [
-        asyncio.run(one_round(args.redis_url, settings, batches))
+        asyncio.run(one_round(args.redis_url, settings, batches, args.shards))
         for _ in range(args.rounds)
     ]
     n = rows[0][3]
