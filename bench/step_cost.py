@@ -20,13 +20,12 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
-from dataclasses import replace
-
 from processors.counting import Plan, Record
-from seeds.recording import iter_records
 from streams.codecs import decode
+from streams.recordings import iter_records
 from streams.settings import Settings, read_settings_file
 from streams.store import RedisStore, encode_plan
 
