@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import uuid
 from collections.abc import Awaitable, Collection, Iterable, Mapping
 from importlib import resources
@@ -56,8 +57,14 @@ from streams.report import (
 )
 from streams.settings import Settings
 
+log = logging.getLogger(__name__)
+
 APPLY_LUA: Final = resources.files("streams").joinpath("lua/apply.lua").read_text()
 FOLD_LUA: Final = resources.files("streams").joinpath("lua/fold.lua").read_text()
+# Folded aggregates a shard keeps in its stream: if the campaign's slot loses
+# its last writes (a master restarted from an AOF written every second), the
+# fold finds them there again.
+FOLD_KEEP: Final = 64
 # A plan, as the pipeline sees it: one store step (one shard) or a sharded one.
 AnyPlan = Plan | ShardedPlan
 # A minute's traffic counts are kept two hours after they were last written:
@@ -603,7 +610,12 @@ class RedisStore:
             labels = [resolved[label] or label for label in part.labels]
             pending = [int(not resolved[label]) for label in part.labels]
             payload = encode_plan(
-                part, self.rules, labels, pending, self.folded.get(s, 0), wm
+                part,
+                self.rules,
+                labels,
+                pending,
+                max(0, self.folded.get(s, 0) - FOLD_KEEP),
+                wm,
             )
             keys = step_keys(part, self.rules, prefix) if cluster else [prefix + "off"]
             out.append((s, part, keys, payload))
@@ -738,11 +750,18 @@ class RedisStore:
         (lua/fold.lua); one a shard has not folded before them (a worker died
         between the steps) is read from the shard's stream and folded first."""
         todo = sorted(aggregates)
+        holes: list[int] = []  # shards whose missing aggregates are gone for good
         for _attempt in range(len(self.shards) + 3):
             body = b",".join(b"[%d,%d,%s]" % (s, q, a) for s, q, a in todo)
             args: list[str | bytes | int] = [
                 self.prefix,
-                b'{"a":[' + body + b'],"t":' + orjson.dumps(targets) + b"}",
+                b'{"a":['
+                + body
+                + b'],"t":'
+                + orjson.dumps(targets)
+                + b',"k":'
+                + orjson.dumps(holes)
+                + b"}",
                 now_ms,
                 self.rules.max_regions,
                 b"" if samples is None else orjson.dumps(samples),
@@ -767,6 +786,17 @@ class RedisStore:
             earlier = await self._unfolded(shard, folded, targets)
             have = {(s, q) for s, q, _a in todo}
             todo = sorted(todo + [e for e in earlier if (e[0], e[1]) not in have])
+            if not any(s == shard and q == folded + 1 for s, q, _a in todo):
+                # The campaign's slot went back further than the shard keeps
+                # its folded aggregates (FOLD_KEEP): what they added to the
+                # rank and the first-hour GMV cannot be folded again.
+                log.error(
+                    "shard %d: aggregates after %d are gone from its stream;"
+                    " the campaign's rank and first-hour GMV miss them",
+                    shard,
+                    folded,
+                )
+                holes.append(shard)
         msg = "the fold step kept finding earlier aggregates; trying again"
         raise TryAgainError(msg)
 

@@ -67,13 +67,22 @@ for key, kind in pairs({[folded_key] = "hash", [P .. "brands"] = "set",
   end
 end
 
--- 1. Which aggregates are new; refuse a hole before writing anything.
+-- 1. Which aggregates are new; refuse a hole before writing anything, but
+-- where the caller found the missing aggregates gone for good (input.k).
 local last = {}
 local todo = {}
+local gone = {}
+for _, shard in ipairs(input.k or {}) do
+  gone[tostring(shard)] = true
+end
 for _, a in ipairs(input.a) do
   local shard, seq = tostring(a[1]), a[2]
   if last[shard] == nil then
     last[shard] = tonumber(redis.call("HGET", folded_key, shard) or "0")
+  end
+  if seq > last[shard] + 1 and gone[shard] then
+    last[shard] = seq - 1
+    gone[shard] = nil
   end
   if seq == last[shard] + 1 then
     last[shard] = seq

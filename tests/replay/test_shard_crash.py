@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis
 
 from processors.counting import Record, ShardedPlan
 from streams.check import check
@@ -108,3 +109,56 @@ def _resume_at(records: list[Record], applied: dict[str, int]) -> int:
         if offset > applied.get(tp, -1):
             return i
     return len(records)
+
+
+def test_the_campaigns_slot_loses_its_last_folds(step_redis_url: str) -> None:
+    """The campaign's slot goes back a few batches (its master restarted from
+    an AOF written every second) while the shards keep theirs: the next fold
+    finds the aggregates it lost in the shards' streams, which keep the last
+    ones folded, and folds them again. The milestones and everything else end
+    as the reference's."""
+    settings = Settings.from_env(recording_env(NAME))
+    campaign = replace(settings.rules, state_shards=SHARDS)
+    want = json.loads((STREAMS / f"{NAME}.expected.json").read_text())
+    records, partitions = recorded(settings)
+    prefix = f"t:{{{uuid.uuid4().hex}}}:"
+    client = redis.Redis.from_url(step_redis_url)
+    batches = [records[i : i + 4_000] for i in range(0, len(records), 4_000)]
+
+    async def run() -> dict[str, Any]:
+        store = RedisStore.from_url(step_redis_url, prefix, campaign)
+        saved: dict[bytes, bytes] = {}
+        try:
+            for n, batch in enumerate(batches):
+                if n == len(batches) // 2:  # the campaign's keys as of now
+                    saved = {k: client.dump(k) for k in client.scan_iter(_glob(prefix))}
+                if n == len(batches) // 2 + 3:  # ...and back there
+                    for key in list(client.scan_iter(_glob(prefix))):
+                        client.delete(key)
+                    for key, value in saved.items():
+                        client.restore(key, 0, value)
+                applied = await store.applied_offsets(partitions)
+                result = await store.apply(store.plan(batch, applied), 0)
+                assert type(result).__name__ == "Applied", result
+            return await store.report()
+        finally:
+            await store.close()
+
+    live = asyncio.run(run())
+    client.close()
+    assert saved_any(prefix, step_redis_url)
+    assert check(live, want) == []
+
+
+def _glob(prefix: str) -> str:
+    """The campaign's own keys (not its shards'), as a SCAN pattern."""
+    return prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+
+
+def saved_any(prefix: str, url: str) -> bool:
+    """The campaign's slot holds its milestones again."""
+    client = redis.Redis.from_url(url)
+    try:
+        return bool(client.hlen(prefix + "ms"))
+    finally:
+        client.close()
