@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 READY_S = 60.0
@@ -53,6 +54,10 @@ def cli(port: int, *args: str, auth: tuple[str, str] | None = None) -> str:
         [*command, *args], capture_output=True, text=True, timeout=30, check=False
     )
     return done.stdout + done.stderr
+
+
+def _says(port: int, text: str, *command: str) -> bool:
+    return text in cli(port, *command)
 
 
 def wait_for(
@@ -163,7 +168,7 @@ def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
             for port in ports:
                 wait_for(
                     f"Redis {port} answering",
-                    lambda port=port: "PONG" in cli(port, "ping"),
+                    partial(_says, port, "PONG", "ping"),
                     procs,
                 )
             created = cli(
@@ -182,9 +187,7 @@ def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
             for port in ports:
                 wait_for(
                     f"cluster_state:ok on {port}",
-                    lambda port=port: (
-                        "cluster_state:ok" in cli(port, "cluster", "info")
-                    ),
+                    partial(_says, port, "cluster_state:ok", "cluster", "info"),
                     procs,
                 )
             yield ports

@@ -1,0 +1,581 @@
+"""`make bench-scale`: how one campaign's Redis work spreads over a Redis Cluster.
+
+For each cluster size (1, 3 and 6 masters, no replicas, slots split evenly by
+`redis-cli --cluster create`; servers of our own on free ports, stopped after)
+the same workload (copies of the first-hour recording, bench/workload.py,
+loaded once into fresh topics of 6 partitions) is counted by 2 `presale
+worker` processes, each run under a campaign of its own, with
+PRESALE_REDIS_CLUSTER=1 and PRESALE_STATE_SHARDS (12 by default: a setting
+a worker without state shards ignores). A run ends when the applied offsets
+reach the topics' end offsets (the report's consumer_lag is 0); its report is
+then checked against the reference's counts.
+
+Per master it reads `INFO CPU` (used_cpu_sys + used_cpu_user) before and after
+the run, less what the idle cluster spends by itself (measured for 3 s before
+it), and divides by the records published: Redis CPU µs per event. The hottest
+master bounds the cluster: its µs/event gives the projected ceiling, 1 / that
+in events/s. The machine has 2 cores, shared by the workers, Kafka and every
+master, so wall-clock throughput says nothing about the cluster's ceiling: it
+is projected from Redis CPU per master.
+
+Which script spent it: SLOWLOG with `slowlog-log-slower-than 0` on every
+master logs every command with its duration; EVALSHA calls are attributed by
+their sha to the apply step (APPLY_LUA), the campaign-wide fold (FOLD_LUA, once
+streams/store.py has it), the outbox lease and the alert raise; commands a
+script runs itself (client `?:0`) are inside their EVALSHA's duration and not
+counted again. Logging every command costs Redis CPU too: `--no-slowlog`
+measures without it (no per-script split then), to compare.
+
+It prints a table, the issue's targets, and writes var/bench/scale-<run>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bench.kafka_io import BOOTSTRAP, create_topics, delete_topics, load
+from bench.measure import Processes, RunFailed
+from bench.procstat import machine
+from bench.redis_servers import ServerFailed, redis_cluster
+from bench.run import git_state
+from bench.systems import GroupReady, presale_check, presale_env, start_worker
+from bench.workload import CACHE_DIR, PARTITIONS, Totals, Workload
+
+SIZES = (1, 3, 6)
+WORKERS = 2
+IDLE_S = 3.0
+POLL_S = 0.1
+SCRIPT_CLIENT = b"?:0"  # the client a Lua script's own redis.call runs as
+
+# The issue's targets.
+TARGET_SHARE = {3: 0.40, 6: 0.22}  # hottest master's share of all Redis CPU
+TARGET_FOLD_US = 0.1  # campaign-wide slot, µs an event
+TARGET_SUM_US = 4.0  # all masters together, µs an event
+TARGET_CEILING = 1_000_000  # with 6 masters, events/s
+
+
+def scripts() -> dict[str, str]:
+    """sha1 -> what the script is, for the scripts the worker runs."""
+    from streams import alerts, outbox, store
+
+    known = {
+        "apply": store.APPLY_LUA,
+        "fold": getattr(store, "FOLD_LUA", None),
+        "lease": outbox.LEASE_LUA,
+        "raise": alerts.RAISE_LUA,
+    }
+    return {
+        hashlib.sha1(text.encode()).hexdigest(): name
+        for name, text in known.items()
+        if text is not None
+    }
+
+
+def has_fold() -> bool:
+    from streams import store
+
+    return hasattr(store, "FOLD_LUA")
+
+
+@dataclass
+class Master:
+    port: int
+    cpu_us: float = 0.0  # INFO CPU over the run, less the idle rate
+    raw_cpu_us: float = 0.0  # INFO CPU over the run
+    idle_us_per_s: float = 0.0
+    keys: int = 0
+    slowlog_us: dict[str, int] = field(default_factory=dict)  # what -> µs
+    slowlog_calls: dict[str, int] = field(default_factory=dict)
+    script_commands: int = 0  # logged commands run by a script (not counted)
+    slowlog_full: bool = False
+
+
+@dataclass
+class SizeResult:
+    masters: int
+    campaign: str
+    records: int
+    timed_records: int  # applied after both workers were in the group
+    seconds: float  # from then to the last record, wall clock
+    check: str
+    nodes: list[Master]
+    slowlog: bool
+
+    @property
+    def rate(self) -> float:
+        return self.timed_records / self.seconds if self.seconds else 0.0
+
+    @property
+    def total_cpu_us(self) -> float:
+        return sum(m.cpu_us for m in self.nodes)
+
+    def per_event(self) -> list[float]:
+        return [m.cpu_us / self.records for m in self.nodes]
+
+    @property
+    def hottest_us(self) -> float:
+        return max(self.per_event())
+
+    @property
+    def hottest_share(self) -> float:
+        total = self.total_cpu_us
+        return max(m.cpu_us for m in self.nodes) / total if total else 0.0
+
+    @property
+    def sum_us(self) -> float:
+        return self.total_cpu_us / self.records
+
+    @property
+    def ceiling(self) -> float:
+        return 1e6 / self.hottest_us if self.hottest_us > 0 else float("inf")
+
+    def script_us(self, what: str) -> float | None:
+        if not self.slowlog:
+            return None
+        return sum(m.slowlog_us.get(what, 0) for m in self.nodes) / self.records
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(
+            rate_wall=self.rate,
+            us_per_event=self.per_event(),
+            hottest_us_per_event=self.hottest_us,
+            hottest_share=self.hottest_share,
+            sum_us_per_event=self.sum_us,
+            projected_ceiling_events_s=self.ceiling,
+            script_us_per_event={
+                w: self.script_us(w)
+                for w in ("apply", "fold", "lease", "raise", "eval", "other")
+            },
+        )
+        return out
+
+
+async def cpu_us(client: aioredis.Redis) -> float:
+    info = await client.info("cpu")
+    return (float(info["used_cpu_sys"]) + float(info["used_cpu_user"])) * 1e6
+
+
+async def read_slowlog(
+    client: aioredis.Redis, node: Master, shas: dict[str, str], max_len: int
+) -> None:
+    """Sum the slowlog's durations by script (see the module's docstring)."""
+    node.slowlog_full = int(await client.slowlog_len()) >= max_len
+    for entry in await client.slowlog_get(-1):
+        if entry.get("client_address") == SCRIPT_CLIENT:
+            node.script_commands += 1
+            continue
+        parts = bytes(entry["command"]).split(b" ", 2)
+        name = parts[0].upper()
+        if name == b"EVALSHA" and len(parts) > 1:
+            what = shas.get(parts[1].decode(errors="replace").lower(), "eval")
+        elif name in (b"EVAL", b"EVAL_RO", b"EVALSHA_RO", b"SCRIPT"):
+            what = "eval"
+        else:
+            what = "other"
+        node.slowlog_us[what] = node.slowlog_us.get(what, 0) + int(entry["duration"])
+        node.slowlog_calls[what] = node.slowlog_calls.get(what, 0) + 1
+
+
+class Progress:
+    """Records applied, as `presale report` counts them: the store's applied
+    offsets against the topics' end offsets (the same store code, so it follows
+    the state layer wherever it keeps its offsets)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from streams.settings import Settings
+        from streams.store import RedisStore
+
+        self.settings = Settings.from_env(env)
+        self.store = RedisStore.from_settings(self.settings)
+        self.ends: dict[str, int] = {}
+
+    async def published(self) -> int:
+        from streams.kafka import log_end_offsets
+
+        self.ends = await log_end_offsets(self.settings, ("clicks", "carts", "orders"))
+        return sum(self.ends.values())
+
+    async def applied(self) -> int:
+        from streams.kafka import lag
+
+        done = await self.store.applied_offsets(self.ends)
+        return sum(self.ends.values()) - lag(self.ends, done)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+async def run_size(
+    args: argparse.Namespace,
+    procs: Processes,
+    ports: list[int],
+    topic_prefix: str,
+    want: Totals,
+    campaign: str,
+) -> SizeResult:
+    nodes = [Master(p) for p in ports]
+    clients = [aioredis.Redis(host="127.0.0.1", port=p) for p in ports]
+    shas = scripts()
+    env = presale_env(
+        topic_prefix,
+        campaign,
+        PRESALE_REDIS_URL=f"redis://127.0.0.1:{ports[0]}",
+        PRESALE_REDIS_CLUSTER="1",
+        PRESALE_STATE_SHARDS=str(args.shards),
+    )
+    progress = Progress(env)
+    ready = GroupReady(f"presale-{campaign}", args.workers)
+    started = []
+    seconds, timed = 0.0, 0
+    try:
+        if await progress.published() != want.records:
+            msg = f"the topics {topic_prefix}.* do not hold {want.records:,} records"
+            raise RunFailed(msg)
+        for c in clients:
+            if not args.no_slowlog:
+                await c.config_set("slowlog-log-slower-than", 0)
+                await c.config_set("slowlog-max-len", args.slowlog_len)
+            await c.slowlog_reset()
+        idle0 = [await cpu_us(c) for c in clients]
+        await asyncio.sleep(IDLE_S)
+        idle1 = [await cpu_us(c) for c in clients]
+        for c in clients:
+            await c.slowlog_reset()
+        before = [await cpu_us(c) for c in clients]
+        t_before = time.perf_counter()
+        started = [
+            start_worker(procs, env, f"m{len(ports)}-w{i}") for i in range(args.workers)
+        ]
+        first: tuple[float, int] | None = None
+        deadline = time.monotonic() + 120 + want.records / 5_000
+        while True:
+            for proc in started:
+                if proc.poll() is not None:
+                    msg = (
+                        f"a worker exited with {proc.returncode} (its log: "
+                        f"{procs.log_dir.relative_to(CACHE_DIR.parent.parent)})"
+                    )
+                    raise RunFailed(msg)
+            done = await progress.applied()
+            now = time.perf_counter()
+            if first is None and done > 0 and await ready():
+                first = (now, await progress.applied())
+            if done >= want.records:
+                break
+            if time.monotonic() > deadline:
+                msg = f"{done:,} of {want.records:,} records applied in time"
+                raise RunFailed(msg)
+            await asyncio.sleep(POLL_S)
+        after = [await cpu_us(c) for c in clients]
+        t_after = time.perf_counter()
+        for node, c, i0, i1, b, a in zip(
+            nodes, clients, idle0, idle1, before, after, strict=True
+        ):
+            node.idle_us_per_s = (i1 - i0) / IDLE_S
+            node.raw_cpu_us = a - b
+            node.cpu_us = max(0.0, a - b - node.idle_us_per_s * (t_after - t_before))
+            node.keys = int(await c.dbsize())
+            if not args.no_slowlog:
+                await read_slowlog(c, node, shas, args.slowlog_len)
+        if first is not None:
+            seconds = t_after - first[0]
+            timed = want.records - first[1]
+        check = await presale_check(env, want)
+    finally:
+        await procs.stop(started)
+        await ready.close()
+        await progress.close()
+        for c in clients:
+            await c.aclose()
+        for i in range(args.workers):
+            shutil.rmtree(
+                CACHE_DIR / "faust" / f"{campaign}-m{len(ports)}-w{i}",
+                ignore_errors=True,
+            )
+    return SizeResult(
+        len(ports),
+        campaign,
+        want.records,
+        timed,
+        seconds,
+        check,
+        nodes,
+        not args.no_slowlog,
+    )
+
+
+def fmt_us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    table = Table(
+        title=(
+            f"Redis CPU per event over a Redis Cluster "
+            f"(PRESALE_STATE_SHARDS={shards}, {WORKERS} workers)"
+        ),
+        title_justify="left",
+    )
+    for name in (
+        "masters",
+        "events",
+        "wall events/s",
+        "µs/event per master",
+        "hottest µs/ev",
+        "hottest share",
+        "sum µs/ev",
+        "projected ceiling ev/s",
+        "fold µs/ev",
+        "apply µs/ev",
+        "other µs/ev",
+        "check",
+    ):
+        table.add_column(name, justify="left" if name == "check" else "right")
+    for r in results:
+        other = [r.script_us(w) for w in ("lease", "raise", "eval", "other")]
+        table.add_row(
+            str(r.masters),
+            f"{r.records:,}",
+            f"{r.rate:,.0f}",
+            " / ".join(f"{v:.2f}" for v in r.per_event()),
+            f"{r.hottest_us:.2f}",
+            f"{r.hottest_share:.0%}",
+            f"{r.sum_us:.2f}",
+            f"{r.ceiling:,.0f}",
+            fmt_us(r.script_us("fold")) if fold else "n/a (no fold step)",
+            fmt_us(r.script_us("apply")),
+            "n/a" if None in other else fmt_us(sum(v or 0.0 for v in other)),
+            r.check,
+        )
+    console.print(table)
+    console.print(
+        "This machine has 2 cores, shared by the workers, Kafka and every master: "
+        "the ceiling is projected from each master's Redis CPU per event (INFO "
+        "CPU, less the idle cluster's own), 1 / the hottest master's µs per "
+        "event, not from the wall-clock events/s."
+    )
+    if results and results[0].slowlog:
+        console.print(
+            "fold / apply / other: SLOWLOG durations of each script's EVALSHA "
+            "calls (other: the outbox lease, alert raises, every other command); "
+            "the slowlog logs every command, which costs Redis CPU too: "
+            "`--no-slowlog` measures without it."
+        )
+    full = [(r.masters, n.port) for r in results for n in r.nodes if n.slowlog_full]
+    if full:
+        console.print(
+            f"[bold]the slowlog filled up[/] on {full}: its figures are short; "
+            "raise --slowlog-len"
+        )
+
+    targets = Table(title="The issue's targets", title_justify="left")
+    for name in ("target", "figure", ""):
+        targets.add_column(name, justify="left" if name != "figure" else "right")
+    by_size = {r.masters: r for r in results}
+    for size, goal in TARGET_SHARE.items():
+        if size in by_size:
+            share = by_size[size].hottest_share
+            targets.add_row(
+                f"{size} masters: hottest share <= {goal:.0%}",
+                f"{share:.0%}",
+                verdict(share <= goal),
+            )
+    for r in results:
+        fold_us = r.script_us("fold") if fold else None
+        targets.add_row(
+            f"{r.masters} masters: campaign-wide slot <= {TARGET_FOLD_US} µs/event",
+            "n/a (no fold step)" if not fold else fmt_us(fold_us),
+            "-" if fold_us is None else verdict(fold_us <= TARGET_FOLD_US),
+        )
+    for r in results:
+        targets.add_row(
+            f"{r.masters} masters: sum over masters <= {TARGET_SUM_US} µs/event",
+            f"{r.sum_us:.2f}",
+            verdict(r.sum_us <= TARGET_SUM_US),
+        )
+    if 6 in by_size:
+        ceiling = by_size[6].ceiling
+        targets.add_row(
+            f"6 masters: projected ceiling >= {TARGET_CEILING:,} events/s",
+            f"{ceiling:,.0f}",
+            verdict(ceiling >= TARGET_CEILING),
+        )
+    console.print(targets)
+
+
+async def run_scale(args: argparse.Namespace) -> int:
+    stamp = time.strftime("%m%d%H%M") + secrets.token_hex(2)
+    info = machine()
+    print(
+        f"presale bench-scale {stamp}: {info['cpus']} CPUs ({info['cpu_model']}), "
+        f"load {os.getloadavg()[0]:.2f}; Kafka {BOOTSTRAP}; code {git_state()}"
+    )
+    fold = has_fold()
+    workload = Workload.load()
+    copies = workload.copies_for(args.records)
+    want = workload.totals(copies)
+    print(
+        f"workload: {copies} copies of the first-hour recording = "
+        f"{want.records:,} records over {PARTITIONS} partitions a topic; "
+        f"{args.workers} workers, PRESALE_STATE_SHARDS={args.shards}; "
+        f"fold step: {'FOLD_LUA' if fold else 'none yet'}",
+        flush=True,
+    )
+    topic_prefix = f"scale-{stamp}"
+    procs = Processes(CACHE_DIR / "logs" / f"scale-{stamp}")
+    results: list[SizeResult] = []
+    try:
+        await create_topics(topic_prefix)
+
+        def records() -> Iterator[tuple[int, int, bytes | None, bytes]]:
+            return workload.records(copies)
+
+        loaded = await load(topic_prefix, records())
+        print(
+            f"loaded {loaded.records:,} records into {topic_prefix}.* in "
+            f"{loaded.seconds:.1f} s",
+            flush=True,
+        )
+        for size in args.sizes:
+            with ExitStack() as stack:
+                ports = stack.enter_context(redis_cluster(size))
+                print(
+                    f"\n{size} master(s) on ports {', '.join(map(str, ports))}: "
+                    "counting...",
+                    flush=True,
+                )
+                r = await run_size(
+                    args, procs, ports, topic_prefix, want, f"scale-{stamp}-m{size}"
+                )
+            results.append(r)
+            print(
+                f"  {r.records:,} records, the last {r.timed_records:,} in "
+                f"{r.seconds:.1f} s ({r.rate:,.0f}/s wall); Redis CPU "
+                f"{' / '.join(f'{v:.2f}' for v in r.per_event())} µs/event "
+                f"per master (idle "
+                f"{' / '.join(f'{n.idle_us_per_s / 1e3:.1f}' for n in r.nodes)} "
+                f"ms/s); keys {' / '.join(f'{n.keys:,}' for n in r.nodes)}; "
+                f"check: {r.check}",
+                flush=True,
+            )
+    finally:
+        procs.kill_all()
+        await delete_topics(topic_prefix)
+
+    print()
+    print_results(results, args.shards, fold)
+    out = {
+        "stamp": stamp,
+        "machine": info,
+        "presale_commit": git_state(),
+        "workload_records": want.records,
+        "workers": args.workers,
+        "partitions": PARTITIONS,
+        "state_shards": args.shards,
+        "fold_step": fold,
+        "slowlog": not args.no_slowlog,
+        "targets": {
+            "hottest_share": {str(k): v for k, v in TARGET_SHARE.items()},
+            "fold_us_per_event": TARGET_FOLD_US,
+            "sum_us_per_event": TARGET_SUM_US,
+            "ceiling_6_masters": TARGET_CEILING,
+        },
+        "sizes": [r.as_json() for r in results],
+    }
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    (CACHE_DIR / f"scale-{stamp}.json").write_text(json.dumps(out, indent=2))
+    print(f"\nresults: var/bench/scale-{stamp}.json")
+    return 0 if all(r.check == "ok" for r in results) else 1
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 or v > 16 for v in values):
+        msg = f"{text!r}: a comma list of master counts from 1 to 16, e.g. 1,3,6"
+        raise argparse.ArgumentTypeError(msg)
+    return values
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"{text!r} is not a positive whole number"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scale",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--sizes", type=sizes, default=SIZES, help="masters per cluster (1,3,6)"
+    )
+    p.add_argument(
+        "--records", type=positive, default=3_000_000, help="workload size, at least"
+    )
+    p.add_argument(
+        "--shards",
+        type=positive,
+        default=12,
+        help="PRESALE_STATE_SHARDS for the workers (12)",
+    )
+    p.add_argument("--workers", type=positive, default=WORKERS, help="workers (2)")
+    p.add_argument(
+        "--slowlog-len",
+        type=positive,
+        default=1_000_000,
+        help="slowlog-max-len on each master (1,000,000)",
+    )
+    p.add_argument(
+        "--no-slowlog",
+        action="store_true",
+        help="leave the slowlog off (no per-script split; its own cost out)",
+    )
+    args = p.parse_args(argv)
+    try:
+        return asyncio.run(run_scale(args))
+    except KeyboardInterrupt:
+        print("bench-scale: interrupted", file=sys.stderr)
+        return 130
+    except (RunFailed, ServerFailed, OSError) as exc:
+        print(f"bench-scale: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a Kafka or Redis client error: one line, no trace
+        print(f"bench-scale: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
