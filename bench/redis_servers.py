@@ -21,9 +21,11 @@ from functools import partial
 from pathlib import Path
 
 READY_S = 60.0
-# Candidate ports: below 55535 so that the cluster bus port (port + 10000) is a
-# port too, away from the ephemeral range and from the tests' own counter.
-_ports = itertools.count(40000 + (os.getpid() % 500) * 20)
+# Candidate ports: a port and its cluster bus port (port + 10000) both below
+# the kernel's ephemeral range (32768 up), where an outgoing connection could
+# hold one; above the well-known services; each process starts elsewhere.
+_FIRST, _LAST = 12_000, 22_767
+_ports = itertools.count(_FIRST + (os.getpid() % 400) * 25)
 
 
 class ServerFailed(RuntimeError):
@@ -31,17 +33,28 @@ class ServerFailed(RuntimeError):
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens on it and nothing holds it: we could bind it ourselves."""
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port(bus: bool = False) -> int:
-    """A port nothing listens on (and, with `bus`, its port + 10000 neither)."""
-    for port in _ports:
-        if port >= 55_535:
-            break
-        if _port_free(port) and (not bus or _port_free(port + 10_000)):
-            return port
+    """A port nothing uses (and, with `bus`, its port + 10000 neither)."""
+    global _ports
+    for _ in range(2):
+        for port in _ports:
+            if port > _LAST:
+                break
+            if _port_free(port) and (not bus or _port_free(port + 10_000)):
+                return port
+        _ports = itertools.count(_FIRST)
     raise ServerFailed("no free port left for a redis-server")
 
 
@@ -60,6 +73,17 @@ def _says(port: int, text: str, *command: str) -> bool:
     return text in cli(port, *command)
 
 
+_logs: dict[int, Path] = {}  # pid -> its log file
+
+
+def _last_line(log: Path | None) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines() if log else []
+    except OSError:
+        return ""
+    return f": {lines[-1].strip()}" if lines else ""
+
+
 def wait_for(
     what: str, ok: Callable[[], bool], procs: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -69,7 +93,7 @@ def wait_for(
         for p in procs:
             if p.poll() is not None:
                 msg = f"redis-server exited {p.returncode} before {what}"
-                raise ServerFailed(msg)
+                raise ServerFailed(msg + _last_line(_logs.get(p.pid)))
         if ok():
             return
         time.sleep(0.2)
@@ -83,7 +107,8 @@ def start_server(port: int, workdir: Path, *extra: str) -> subprocess.Popen[byte
     if shutil.which("redis-server") is None:
         msg = "redis-server is not installed: run `make services`"
         raise ServerFailed(msg)
-    return subprocess.Popen(
+    log = workdir / f"redis-{port}.log"
+    proc = subprocess.Popen(
         [
             "redis-server",
             "--port",
@@ -97,13 +122,15 @@ def start_server(port: int, workdir: Path, *extra: str) -> subprocess.Popen[byte
             "--appendonly",
             "no",
             "--logfile",
-            str(workdir / f"redis-{port}.log"),
+            str(log),
             *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    _logs[proc.pid] = log
+    return proc
 
 
 def stop(procs: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
@@ -142,7 +169,8 @@ def redis_server(
 
 @contextmanager
 def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
-    """A Redis Cluster of `masters` primaries (no replicas), slots split evenly;
+    """A Redis Cluster of `masters` primaries (no replicas), slots split evenly
+    (by `redis-cli --cluster create`; by hand below 3 masters, which it refuses);
     yields their ports."""
     ports: list[int] = []
     while len(ports) < masters:
@@ -163,6 +191,8 @@ def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
                         f"nodes-{port}.conf",
                         "--cluster-node-timeout",
                         "5000",
+                        "--cluster-announce-ip",  # a lone node knows no address
+                        "127.0.0.1",
                     )
                 )
             for port in ports:
@@ -171,19 +201,22 @@ def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
                     partial(_says, port, "PONG", "ping"),
                     procs,
                 )
-            created = cli(
-                ports[0],
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{p}" for p in ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            )
-            if "[OK] All 16384 slots covered" not in created:
-                last = " ".join(created.strip().splitlines()[-3:])
-                msg = f"redis-cli --cluster create failed: {last[-500:]}"
-                raise ServerFailed(msg)
+            if masters >= 3:
+                created = cli(
+                    ports[0],
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{p}" for p in ports),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                )
+                if "[OK] All 16384 slots covered" not in created:
+                    last = " ".join(created.strip().splitlines()[-3:])
+                    msg = f"redis-cli --cluster create failed: {last[-500:]}"
+                    raise ServerFailed(msg)
+            else:  # `--cluster create` wants 3 masters at least: as it would do
+                _assign_slots(ports)
             for port in ports:
                 wait_for(
                     f"cluster_state:ok on {port}",
@@ -193,6 +226,18 @@ def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
             yield ports
         finally:
             stop(procs)
+
+
+def _assign_slots(ports: list[int]) -> None:
+    """Split the 16384 slots evenly over `ports` and join them in one cluster."""
+    for i, port in enumerate(ports):
+        if i:
+            cli(port, "cluster", "meet", "127.0.0.1", str(ports[0]))
+        low, high = i * 16384 // len(ports), (i + 1) * 16384 // len(ports) - 1
+        out = cli(port, "cluster", "addslotsrange", str(low), str(high))
+        if "OK" not in out:
+            msg = f"CLUSTER ADDSLOTSRANGE {low} {high} on {port} failed: {out}"
+            raise ServerFailed(msg.strip())
 
 
 def keys_by_node(ports: list[int], pattern: str) -> dict[int, int]:

@@ -331,7 +331,7 @@ def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = Console() if sys.stdout.isatty() else Console(width=180)
     table = Table(
         title=(
             f"Redis CPU per event over a Redis Cluster "
@@ -342,18 +342,22 @@ def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
     for name in (
         "masters",
         "events",
-        "wall events/s",
-        "µs/event per master",
-        "hottest µs/ev",
-        "hottest share",
-        "sum µs/ev",
-        "projected ceiling ev/s",
-        "fold µs/ev",
-        "apply µs/ev",
-        "other µs/ev",
+        "wall ev/s",
+        "each master",
+        "hottest",
+        "its share",
+        "sum",
+        "ceiling ev/s",
+        "fold",
+        "apply",
+        "other",
         "check",
     ):
-        table.add_column(name, justify="left" if name == "check" else "right")
+        table.add_column(
+            name,
+            justify="left" if name in ("check", "each master") else "right",
+            no_wrap=name != "check",
+        )
     for r in results:
         other = [r.script_us(w) for w in ("lease", "raise", "eval", "other")]
         table.add_row(
@@ -365,12 +369,19 @@ def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
             f"{r.hottest_share:.0%}",
             f"{r.sum_us:.2f}",
             f"{r.ceiling:,.0f}",
-            fmt_us(r.script_us("fold")) if fold else "n/a (no fold step)",
+            fmt_us(r.script_us("fold")) if fold else "n/a",
             fmt_us(r.script_us("apply")),
             "n/a" if None in other else fmt_us(sum(v or 0.0 for v in other)),
             r.check,
         )
     console.print(table)
+    console.print(
+        "Redis CPU µs per event (records published) from INFO CPU: on each "
+        "master, on the hottest, its share of them all, their sum. fold, apply, "
+        "other: µs per event from the SLOWLOG"
+        + ("" if fold else " (fold: n/a, no fold step yet)")
+        + ". wall ev/s: from both workers in the group to the last record."
+    )
     console.print(
         "This machine has 2 cores, shared by the workers, Kafka and every master: "
         "the ceiling is projected from each master's Redis CPU per event (INFO "
@@ -380,9 +391,11 @@ def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
     if results and results[0].slowlog:
         console.print(
             "fold / apply / other: SLOWLOG durations of each script's EVALSHA "
-            "calls (other: the outbox lease, alert raises, every other command); "
-            "the slowlog logs every command, which costs Redis CPU too: "
-            "`--no-slowlog` measures without it."
+            "calls (other: the outbox lease, alert raises, every other command). "
+            "A duration is wall time inside Redis: on 2 shared cores it counts "
+            "time the master was not on CPU too, so these can exceed INFO CPU. "
+            "The slowlog logs every command (a script's own too), which costs "
+            "Redis CPU as well: `--no-slowlog` measures without it."
         )
     full = [(r.masters, n.port) for r in results for n in r.nodes if n.slowlog_full]
     if full:
@@ -543,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", type=sizes, default=SIZES, help="masters per cluster (1,3,6)"
     )
     p.add_argument(
-        "--records", type=positive, default=3_000_000, help="workload size, at least"
+        "--records", type=positive, default=2_000_000, help="workload size, at least"
     )
     p.add_argument(
         "--shards",
