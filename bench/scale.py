@@ -40,12 +40,14 @@ import secrets
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from bench.kafka_io import BOOTSTRAP, create_topics, delete_topics, load
 from bench.measure import Processes, RunFailed
@@ -55,6 +57,7 @@ from bench.run import git_state
 from bench.systems import GroupReady, presale_check, presale_env, start_worker
 from bench.workload import CACHE_DIR, PARTITIONS, Totals, Workload
 
+TRACE = CACHE_DIR / "scale-error.txt"  # the last unexpected error's traceback
 SIZES = (1, 3, 6)
 WORKERS = 2
 IDLE_S = 3.0
@@ -100,6 +103,7 @@ class Master:
     keys: int = 0
     slowlog_us: dict[str, int] = field(default_factory=dict)  # what -> µs
     slowlog_calls: dict[str, int] = field(default_factory=dict)
+    slowlog_max_us: int = 0  # the longest command
     script_commands: int = 0  # logged commands run by a script (not counted)
     slowlog_full: bool = False
 
@@ -114,6 +118,7 @@ class SizeResult:
     check: str
     nodes: list[Master]
     slowlog: bool
+    stalls: list[str] = field(default_factory=list)  # progress polls that failed
 
     @property
     def rate(self) -> float:
@@ -189,6 +194,7 @@ async def read_slowlog(
             what = "other"
         node.slowlog_us[what] = node.slowlog_us.get(what, 0) + int(entry["duration"])
         node.slowlog_calls[what] = node.slowlog_calls.get(what, 0) + 1
+        node.slowlog_max_us = max(node.slowlog_max_us, int(entry["duration"]))
 
 
 class Progress:
@@ -242,6 +248,7 @@ async def run_size(
     ready = GroupReady(f"presale-{campaign}", args.workers)
     started = []
     seconds, timed = 0.0, 0
+    stalls: list[str] = []
     try:
         if await progress.published() != want.records:
             msg = f"the topics {topic_prefix}.* do not hold {want.records:,} records"
@@ -271,7 +278,12 @@ async def run_size(
                         f"{procs.log_dir.relative_to(CACHE_DIR.parent.parent)})"
                     )
                     raise RunFailed(msg)
-            done = await progress.applied()
+            try:
+                done = await progress.applied()
+            except RedisError as exc:  # a stalled master: noted, polled again
+                stalls.append(f"{type(exc).__name__}: {exc}")
+                print(f"  progress poll failed ({stalls[-1]}); again", flush=True)
+                continue
             now = time.perf_counter()
             if first is None and done > 0 and await ready():
                 first = (now, await progress.applied())
@@ -316,6 +328,7 @@ async def run_size(
         check,
         nodes,
         not args.no_slowlog,
+        stalls,
     )
 
 
@@ -494,10 +507,28 @@ async def run_scale(args: argparse.Namespace) -> int:
                 f"check: {r.check}",
                 flush=True,
             )
+            if r.slowlog:
+                longest = max(n.slowlog_max_us for n in r.nodes) / 1e6
+                print(f"  the longest command took {longest:.2f} s", flush=True)
+            if r.stalls:
+                print(f"  {len(r.stalls)} progress polls failed: {r.stalls[0]}")
     finally:
         procs.kill_all()
         await delete_topics(topic_prefix)
+        if results and len(results) < len(args.sizes):  # the sizes done, at least
+            write_results(stamp, info, want, args, fold, results)
+    write_results(stamp, info, want, args, fold, results)
+    return 0 if all(r.check == "ok" for r in results) else 1
 
+
+def write_results(
+    stamp: str,
+    info: dict[str, Any],
+    want: Totals,
+    args: argparse.Namespace,
+    fold: bool,
+    results: list[SizeResult],
+) -> None:
     print()
     print_results(results, args.shards, fold)
     out = {
@@ -520,8 +551,7 @@ async def run_scale(args: argparse.Namespace) -> int:
     }
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     (CACHE_DIR / f"scale-{stamp}.json").write_text(json.dumps(out, indent=2))
-    print(f"\nresults: var/bench/scale-{stamp}.json")
-    return 0 if all(r.check == "ok" for r in results) else 1
+    print(f"\nresults: var/bench/scale-{stamp}.json", flush=True)
 
 
 def sizes(text: str) -> tuple[int, ...]:
@@ -586,7 +616,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-scale: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a Kafka or Redis client error: one line, no trace
-        print(f"bench-scale: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        TRACE.parent.mkdir(parents=True, exist_ok=True)
+        TRACE.write_text(traceback.format_exc())
+        print(
+            f"bench-scale: error: {type(exc).__name__}: {exc} (the traceback: "
+            f"{TRACE.relative_to(CACHE_DIR.parent.parent)})",
+            file=sys.stderr,
+        )
         return 1
 
 
