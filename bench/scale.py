@@ -52,7 +52,7 @@ from redis.exceptions import RedisError
 from bench.kafka_io import BOOTSTRAP, create_topics, delete_topics, load
 from bench.measure import Processes, RunFailed
 from bench.procstat import machine
-from bench.redis_servers import ServerFailed, redis_cluster
+from bench.redis_servers import ServerFailed, redis_cluster, redis_server
 from bench.run import git_state
 from bench.systems import GroupReady, presale_check, presale_env, start_worker
 from bench.workload import CACHE_DIR, PARTITIONS, Totals, Workload
@@ -233,7 +233,9 @@ async def run_size(
     topic_prefix: str,
     want: Totals,
     campaign: str,
+    cluster: bool = True,
 ) -> SizeResult:
+    size = len(ports) if cluster else 0
     nodes = [Master(p) for p in ports]
     clients = [aioredis.Redis(host="127.0.0.1", port=p) for p in ports]
     shas = scripts()
@@ -241,7 +243,7 @@ async def run_size(
         topic_prefix,
         campaign,
         PRESALE_REDIS_URL=f"redis://127.0.0.1:{ports[0]}",
-        PRESALE_REDIS_CLUSTER="1",
+        PRESALE_REDIS_CLUSTER="1" if cluster else "0",
         PRESALE_STATE_SHARDS=str(args.shards),
     )
     progress = Progress(env)
@@ -266,7 +268,7 @@ async def run_size(
         before = [await cpu_us(c) for c in clients]
         t_before = time.perf_counter()
         started = [
-            start_worker(procs, env, f"m{len(ports)}-w{i}") for i in range(args.workers)
+            start_worker(procs, env, f"m{size}-w{i}") for i in range(args.workers)
         ]
         first: tuple[float, int] | None = None
         deadline = time.monotonic() + 120 + want.records / 5_000
@@ -316,11 +318,11 @@ async def run_size(
             await c.aclose()
         for i in range(args.workers):
             shutil.rmtree(
-                CACHE_DIR / "faust" / f"{campaign}-m{len(ports)}-w{i}",
+                CACHE_DIR / "faust" / f"{campaign}-m{size}-w{i}",
                 ignore_errors=True,
             )
     return SizeResult(
-        len(ports),
+        size,
         campaign,
         want.records,
         timed,
@@ -374,7 +376,7 @@ def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
     for r in results:
         other = [r.script_us(w) for w in ("lease", "raise", "eval", "other")]
         table.add_row(
-            str(r.masters),
+            str(r.masters) if r.masters else "no cluster",
             f"{r.records:,}",
             f"{r.rate:,.0f}",
             " / ".join(f"{v:.2f}" for v in r.per_event()),
@@ -487,14 +489,21 @@ async def run_scale(args: argparse.Namespace) -> int:
         )
         for size in args.sizes:
             with ExitStack() as stack:
-                ports = stack.enter_context(redis_cluster(size))
-                print(
-                    f"\n{size} master(s) on ports {', '.join(map(str, ports))}: "
-                    "counting...",
-                    flush=True,
-                )
+                if size:
+                    ports = stack.enter_context(redis_cluster(size))
+                    what = f"{size} master(s) on ports {', '.join(map(str, ports))}"
+                else:  # the reference: one Redis, no cluster
+                    ports = [stack.enter_context(redis_server())]
+                    what = f"one Redis, no cluster (size 0), on port {ports[0]}"
+                print(f"\n{what}: counting...", flush=True)
                 r = await run_size(
-                    args, procs, ports, topic_prefix, want, f"scale-{stamp}-m{size}"
+                    args,
+                    procs,
+                    ports,
+                    topic_prefix,
+                    want,
+                    f"scale-{stamp}-m{size}",
+                    cluster=size > 0,
                 )
             results.append(r)
             print(
@@ -559,8 +568,11 @@ def sizes(text: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if not values or any(v < 1 or v > 16 for v in values):
-        msg = f"{text!r}: a comma list of master counts from 1 to 16, e.g. 1,3,6"
+    if not values or any(v < 0 or v > 16 for v in values):
+        msg = (
+            f"{text!r}: a comma list of master counts from 1 to 16, e.g. 1,3,6 "
+            "(0: one Redis, no cluster, for reference)"
+        )
         raise argparse.ArgumentTypeError(msg)
     return values
 
@@ -583,7 +595,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--sizes", type=sizes, default=SIZES, help="masters per cluster (1,3,6)"
+        "--sizes",
+        type=sizes,
+        default=SIZES,
+        help="masters per cluster (1,3,6; 0 adds one Redis, no cluster)",
     )
     p.add_argument(
         "--records", type=positive, default=2_000_000, help="workload size, at least"
