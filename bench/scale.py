@@ -18,13 +18,15 @@ in events/s. The machine has 2 cores, shared by the workers, Kafka and every
 master, so wall-clock throughput says nothing about the cluster's ceiling: it
 is projected from Redis CPU per master.
 
-Which script spent it: SLOWLOG with `slowlog-log-slower-than 0` on every
-master logs every command with its duration; EVALSHA calls are attributed by
-their sha to the apply step (APPLY_LUA), the campaign-wide fold (FOLD_LUA, once
-streams/store.py has it), the outbox lease and the alert raise; commands a
-script runs itself (client `?:0`) are inside their EVALSHA's duration and not
-counted again. Logging every command costs Redis CPU too: `--no-slowlog`
-measures without it (no per-script split then), to compare.
+Which script spent it: a second pass on the same cluster (flushed), with
+`slowlog-log-slower-than 0` on every master, logs every command with its
+duration; EVALSHA calls are attributed by their sha to the apply step
+(APPLY_LUA), the campaign-wide fold (FOLD_LUA, once streams/store.py has it),
+the outbox lease and the alert raise; commands a script runs itself (client
+`?:0`) are inside their EVALSHA's duration and not counted again. Logging every
+command costs Redis CPU (30-60% more here), which is why the CPU figures come
+from the first pass, with the slowlog off; the table shows what the second
+pass's slowlog added. `--no-slowlog` skips the second pass.
 
 It prints a table, the issue's targets, and writes var/bench/scale-<run>.json.
 """
@@ -117,8 +119,10 @@ class SizeResult:
     seconds: float  # from then to the last record, wall clock
     check: str
     nodes: list[Master]
-    slowlog: bool
+    slowlog: bool  # this pass ran with the slowlog on
     stalls: list[str] = field(default_factory=list)  # progress polls that failed
+    # The second pass, with the slowlog on: the per-script split comes from it.
+    logged: SizeResult | None = None
 
     @property
     def rate(self) -> float:
@@ -149,12 +153,20 @@ class SizeResult:
         return 1e6 / self.hottest_us if self.hottest_us > 0 else float("inf")
 
     def script_us(self, what: str) -> float | None:
+        if self.logged is not None:
+            return self.logged.script_us(what)
         if not self.slowlog:
             return None
         return sum(m.slowlog_us.get(what, 0) for m in self.nodes) / self.records
 
+    @property
+    def slowlog_cost_us(self) -> float | None:
+        """What logging every command added to the masters' CPU, µs an event."""
+        return None if self.logged is None else self.logged.sum_us - self.sum_us
+
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
+        out["logged"] = self.logged.as_json() if self.logged else None
         out.update(
             rate_wall=self.rate,
             us_per_event=self.per_event(),
@@ -162,6 +174,7 @@ class SizeResult:
             hottest_share=self.hottest_share,
             sum_us_per_event=self.sum_us,
             projected_ceiling_events_s=self.ceiling,
+            slowlog_cost_us_per_event=self.slowlog_cost_us,
             script_us_per_event={
                 w: self.script_us(w)
                 for w in ("apply", "fold", "lease", "raise", "eval", "other")
@@ -234,6 +247,7 @@ async def run_size(
     want: Totals,
     campaign: str,
     cluster: bool = True,
+    slowlog: bool = False,
 ) -> SizeResult:
     size = len(ports) if cluster else 0
     nodes = [Master(p) for p in ports]
@@ -256,9 +270,12 @@ async def run_size(
             msg = f"the topics {topic_prefix}.* do not hold {want.records:,} records"
             raise RunFailed(msg)
         for c in clients:
-            if not args.no_slowlog:
+            await c.flushall()  # the cluster is ours: the pass before goes
+            if slowlog:
                 await c.config_set("slowlog-log-slower-than", 0)
-                await c.config_set("slowlog-max-len", args.slowlog_len)
+                await c.config_set("slowlog-max-len", slowlog_len(args, want))
+            else:
+                await c.config_set("slowlog-log-slower-than", -1)  # off
             await c.slowlog_reset()
         idle0 = [await cpu_us(c) for c in clients]
         await asyncio.sleep(IDLE_S)
@@ -268,7 +285,8 @@ async def run_size(
         before = [await cpu_us(c) for c in clients]
         t_before = time.perf_counter()
         started = [
-            start_worker(procs, env, f"m{size}-w{i}") for i in range(args.workers)
+            start_worker(procs, env, f"m{size}{'s' if slowlog else ''}-w{i}")
+            for i in range(args.workers)
         ]
         first: tuple[float, int] | None = None
         deadline = time.monotonic() + 120 + want.records / 5_000
@@ -304,8 +322,8 @@ async def run_size(
             node.raw_cpu_us = a - b
             node.cpu_us = max(0.0, a - b - node.idle_us_per_s * (t_after - t_before))
             node.keys = int(await c.dbsize())
-            if not args.no_slowlog:
-                await read_slowlog(c, node, shas, args.slowlog_len)
+            if slowlog:
+                await read_slowlog(c, node, shas, slowlog_len(args, want))
         if first is not None:
             seconds = t_after - first[0]
             timed = want.records - first[1]
@@ -318,7 +336,9 @@ async def run_size(
             await c.aclose()
         for i in range(args.workers):
             shutil.rmtree(
-                CACHE_DIR / "faust" / f"{campaign}-m{size}-w{i}",
+                CACHE_DIR
+                / "faust"
+                / f"{campaign}-m{size}{'s' if slowlog else ''}-w{i}",
                 ignore_errors=True,
             )
     return SizeResult(
@@ -329,9 +349,33 @@ async def run_size(
         seconds,
         check,
         nodes,
-        not args.no_slowlog,
+        slowlog,
         stalls,
     )
+
+
+def slowlog_len(args: argparse.Namespace, want: Totals) -> int:
+    """Room for every command of a pass: a script's own commands are logged
+    too, about one for every two events (so --slowlog-len, or the records)."""
+    return int(args.slowlog_len or max(1_000_000, want.records))
+
+
+def print_pass(r: SizeResult) -> None:
+    print(
+        f"  {r.records:,} records, the last {r.timed_records:,} in "
+        f"{r.seconds:.1f} s ({r.rate:,.0f}/s wall); Redis CPU "
+        f"{' / '.join(f'{v:.2f}' for v in r.per_event())} µs/event "
+        f"per master (idle "
+        f"{' / '.join(f'{n.idle_us_per_s / 1e3:.1f}' for n in r.nodes)} "
+        f"ms/s); keys {' / '.join(f'{n.keys:,}' for n in r.nodes)}; "
+        f"check: {r.check}",
+        flush=True,
+    )
+    if r.slowlog:
+        longest = max(n.slowlog_max_us for n in r.nodes) / 1e6
+        print(f"  the longest command took {longest:.2f} s", flush=True)
+    if r.stalls:
+        print(f"  {len(r.stalls)} progress polls failed: {r.stalls[0]}")
 
 
 def fmt_us(value: float | None) -> str:
@@ -366,6 +410,7 @@ def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
         "fold",
         "apply",
         "other",
+        "log cost",
         "check",
     ):
         table.add_column(
@@ -387,15 +432,18 @@ def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
             fmt_us(r.script_us("fold")) if fold else "n/a",
             fmt_us(r.script_us("apply")),
             "n/a" if None in other else fmt_us(sum(v or 0.0 for v in other)),
-            r.check,
+            fmt_us(r.slowlog_cost_us),
+            r.check if r.logged is None else f"{r.check}, {r.logged.check}",
         )
     console.print(table)
     console.print(
         "Redis CPU µs per event (records published) from INFO CPU: on each "
-        "master, on the hottest, its share of them all, their sum. fold, apply, "
-        "other: µs per event from the SLOWLOG"
+        "master, on the hottest, its share of them all, their sum, measured "
+        "with the slowlog off. fold, apply, other: µs per event from the SLOWLOG "
+        "of a second pass"
         + ("" if fold else " (fold: n/a, no fold step yet)")
-        + ". wall ev/s: from both workers in the group to the last record."
+        + "; log cost: what that pass's slowlog added to the sum. wall ev/s: "
+        "from both workers in the group to the last record."
     )
     console.print(
         "This machine has 2 cores, shared by the workers, Kafka and every master: "
@@ -403,16 +451,22 @@ def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
         "CPU, less the idle cluster's own), 1 / the hottest master's µs per "
         "event, not from the wall-clock events/s."
     )
-    if results and results[0].slowlog:
+    if any(r.logged for r in results):
         console.print(
             "fold / apply / other: SLOWLOG durations of each script's EVALSHA "
             "calls (other: the outbox lease, alert raises, every other command). "
             "A duration is wall time inside Redis: on 2 shared cores it counts "
             "time the master was not on CPU too, so these can exceed INFO CPU. "
-            "The slowlog logs every command (a script's own too), which costs "
-            "Redis CPU as well: `--no-slowlog` measures without it."
+            "The slowlog logs every command (a script's own too): that costs "
+            "Redis CPU, hence its own pass (`--no-slowlog` skips it)."
         )
-    full = [(r.masters, n.port) for r in results for n in r.nodes if n.slowlog_full]
+    full = [
+        (r.masters, n.port)
+        for r in results
+        if r.logged
+        for n in r.logged.nodes
+        if n.slowlog_full
+    ]
     if full:
         console.print(
             f"[bold]the slowlog filled up[/] on {full}: its figures are short; "
@@ -505,22 +559,21 @@ async def run_scale(args: argparse.Namespace) -> int:
                     f"scale-{stamp}-m{size}",
                     cluster=size > 0,
                 )
+                print_pass(r)
+                if not args.no_slowlog:
+                    print("  again with the slowlog on (the per-script split)...")
+                    r.logged = await run_size(
+                        args,
+                        procs,
+                        ports,
+                        topic_prefix,
+                        want,
+                        f"scale-{stamp}-m{size}s",
+                        cluster=size > 0,
+                        slowlog=True,
+                    )
+                    print_pass(r.logged)
             results.append(r)
-            print(
-                f"  {r.records:,} records, the last {r.timed_records:,} in "
-                f"{r.seconds:.1f} s ({r.rate:,.0f}/s wall); Redis CPU "
-                f"{' / '.join(f'{v:.2f}' for v in r.per_event())} µs/event "
-                f"per master (idle "
-                f"{' / '.join(f'{n.idle_us_per_s / 1e3:.1f}' for n in r.nodes)} "
-                f"ms/s); keys {' / '.join(f'{n.keys:,}' for n in r.nodes)}; "
-                f"check: {r.check}",
-                flush=True,
-            )
-            if r.slowlog:
-                longest = max(n.slowlog_max_us for n in r.nodes) / 1e6
-                print(f"  the longest command took {longest:.2f} s", flush=True)
-            if r.stalls:
-                print(f"  {len(r.stalls)} progress polls failed: {r.stalls[0]}")
     finally:
         procs.kill_all()
         await delete_topics(topic_prefix)
@@ -613,13 +666,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--slowlog-len",
         type=positive,
-        default=1_000_000,
-        help="slowlog-max-len on each master (1,000,000)",
+        default=None,
+        help="slowlog-max-len on each master (the records, 1,000,000 at least)",
     )
     p.add_argument(
         "--no-slowlog",
         action="store_true",
-        help="leave the slowlog off (no per-script split; its own cost out)",
+        help="skip the second pass, with the slowlog on (the per-script split)",
     )
     args = p.parse_args(argv)
     try:
