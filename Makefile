@@ -60,7 +60,7 @@ bench: $(BIN)/.bench-installed services
 
 # How one campaign's Redis work spreads over a Redis Cluster of 1, 3 and 6
 # masters of our own: Redis CPU per event on each master, the hottest one's
-# share and the ceiling it projects (docs/performance.md; ~5 min).
+# share and the ceiling it projects (docs/performance.md; ~8 min).
 bench-scale: $(BIN)/.bench-installed services
 	$(BIN)/python -m bench.scale
 
