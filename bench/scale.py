@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -64,6 +65,7 @@ SIZES = (1, 3, 6)
 WORKERS = 2
 IDLE_S = 3.0
 POLL_S = 0.1
+DRAIN_S = 0.5
 SCRIPT_CLIENT = b"?:0"  # the client a Lua script's own redis.call runs as
 
 # The issue's targets.
@@ -107,7 +109,7 @@ class Master:
     slowlog_calls: dict[str, int] = field(default_factory=dict)
     slowlog_max_us: int = 0  # the longest command
     script_commands: int = 0  # logged commands run by a script (not counted)
-    slowlog_full: bool = False
+    slowlog_lost: int = 0  # entries the log dropped before they were read
 
 
 @dataclass
@@ -188,26 +190,66 @@ async def cpu_us(client: aioredis.Redis) -> float:
     return (float(info["used_cpu_sys"]) + float(info["used_cpu_user"])) * 1e6
 
 
-async def read_slowlog(
-    client: aioredis.Redis, node: Master, shas: dict[str, str], max_len: int
-) -> None:
-    """Sum the slowlog's durations by script (see the module's docstring)."""
-    node.slowlog_full = int(await client.slowlog_len()) >= max_len
-    for entry in await client.slowlog_get(-1):
+class SlowlogReader:
+    """A master's slowlog, read as it fills (every DRAIN_S: the entries logged
+    since the last read, by id), so that no reply is ever larger than a few
+    seconds' commands and slowlog-max-len stays small. Durations are summed by
+    script (see the module's docstring); entries the log dropped before they
+    were read are counted in `Master.slowlog_lost`."""
+
+    def __init__(self, client: aioredis.Redis, node: Master, shas: dict[str, str]):
+        self.client = client
+        self.node = node
+        self.shas = shas
+        self.last_id = -1
+
+    async def start(self) -> None:
+        await self.client.slowlog_reset()
+        newest = await self.client.slowlog_get(1)
+        self.last_id = int(newest[0]["id"]) if newest else -1
+
+    async def drain(self) -> None:
+        newest = await self.client.slowlog_get(1)
+        if not newest or int(newest[0]["id"]) <= self.last_id:
+            return
+        new = int(newest[0]["id"]) - self.last_id
+        entries = [
+            e
+            for e in await self.client.slowlog_get(new + new // 2 + 1000)
+            if int(e["id"]) > self.last_id
+        ]
+        if not entries:
+            return
+        oldest = min(int(e["id"]) for e in entries)
+        self.node.slowlog_lost += max(0, oldest - self.last_id - 1)
+        self.last_id = max(int(e["id"]) for e in entries)
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        node = self.node
         if entry.get("client_address") == SCRIPT_CLIENT:
             node.script_commands += 1
-            continue
+            return
         parts = bytes(entry["command"]).split(b" ", 2)
         name = parts[0].upper()
         if name == b"EVALSHA" and len(parts) > 1:
-            what = shas.get(parts[1].decode(errors="replace").lower(), "eval")
+            what = self.shas.get(parts[1].decode(errors="replace").lower(), "eval")
         elif name in (b"EVAL", b"EVAL_RO", b"EVALSHA_RO", b"SCRIPT"):
             what = "eval"
         else:
             what = "other"
-        node.slowlog_us[what] = node.slowlog_us.get(what, 0) + int(entry["duration"])
+        duration = int(entry["duration"])
+        node.slowlog_us[what] = node.slowlog_us.get(what, 0) + duration
         node.slowlog_calls[what] = node.slowlog_calls.get(what, 0) + 1
-        node.slowlog_max_us = max(node.slowlog_max_us, int(entry["duration"]))
+        node.slowlog_max_us = max(node.slowlog_max_us, duration)
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), DRAIN_S)
+        await self.drain()
 
 
 class Progress:
@@ -251,7 +293,9 @@ async def run_size(
 ) -> SizeResult:
     size = len(ports) if cluster else 0
     nodes = [Master(p) for p in ports]
-    clients = [aioredis.Redis(host="127.0.0.1", port=p) for p in ports]
+    clients = [
+        aioredis.Redis(host="127.0.0.1", port=p, socket_timeout=120) for p in ports
+    ]
     shas = scripts()
     env = presale_env(
         topic_prefix,
@@ -265,6 +309,8 @@ async def run_size(
     started = []
     seconds, timed = 0.0, 0
     stalls: list[str] = []
+    stop = asyncio.Event()
+    following: list[asyncio.Task[None]] = []
     try:
         if await progress.published() != want.records:
             msg = f"the topics {topic_prefix}.* do not hold {want.records:,} records"
@@ -280,8 +326,13 @@ async def run_size(
         idle0 = [await cpu_us(c) for c in clients]
         await asyncio.sleep(IDLE_S)
         idle1 = [await cpu_us(c) for c in clients]
-        for c in clients:
-            await c.slowlog_reset()
+        readers = [
+            SlowlogReader(c, n, shas) for c, n in zip(clients, nodes, strict=True)
+        ]
+        for reader in readers:
+            await reader.start()
+        if slowlog:
+            following = [asyncio.create_task(r.follow(stop)) for r in readers]
         before = [await cpu_us(c) for c in clients]
         t_before = time.perf_counter()
         started = [
@@ -315,6 +366,9 @@ async def run_size(
             await asyncio.sleep(POLL_S)
         after = [await cpu_us(c) for c in clients]
         t_after = time.perf_counter()
+        stop.set()
+        if slowlog:
+            await asyncio.gather(*following)
         for node, c, i0, i1, b, a in zip(
             nodes, clients, idle0, idle1, before, after, strict=True
         ):
@@ -322,13 +376,13 @@ async def run_size(
             node.raw_cpu_us = a - b
             node.cpu_us = max(0.0, a - b - node.idle_us_per_s * (t_after - t_before))
             node.keys = int(await c.dbsize())
-            if slowlog:
-                await read_slowlog(c, node, shas, slowlog_len(args, want))
         if first is not None:
             seconds = t_after - first[0]
             timed = want.records - first[1]
         check = await presale_check(env, want)
     finally:
+        for task in following:  # after an error: the reads stop with it
+            task.cancel()
         await procs.stop(started)
         await ready.close()
         await progress.close()
@@ -355,9 +409,9 @@ async def run_size(
 
 
 def slowlog_len(args: argparse.Namespace, want: Totals) -> int:
-    """Room for every command of a pass: a script's own commands are logged
-    too, about one for every two events (so --slowlog-len, or the records)."""
-    return int(args.slowlog_len or max(1_000_000, want.records))
+    """Room for what is logged between two reads (DRAIN_S): a script's own
+    commands are logged too, about one for every two events."""
+    return int(args.slowlog_len)
 
 
 def print_pass(r: SizeResult) -> None:
@@ -373,7 +427,12 @@ def print_pass(r: SizeResult) -> None:
     )
     if r.slowlog:
         longest = max(n.slowlog_max_us for n in r.nodes) / 1e6
-        print(f"  the longest command took {longest:.2f} s", flush=True)
+        lost = sum(n.slowlog_lost for n in r.nodes)
+        print(
+            f"  the longest command took {longest:.2f} s; slowlog entries lost "
+            f"before they were read: {lost:,}",
+            flush=True,
+        )
     if r.stalls:
         print(f"  {len(r.stalls)} progress polls failed: {r.stalls[0]}")
 
@@ -464,17 +523,18 @@ def print_results(results: list[SizeResult], shards: int, fold: bool) -> None:
             "The slowlog logs every command (a script's own too): that costs "
             "Redis CPU, hence its own pass (`--no-slowlog` skips it)."
         )
-    full = [
-        (r.masters, n.port)
+    lost = [
+        (r.masters, n.port, n.slowlog_lost)
         for r in results
         if r.logged
         for n in r.logged.nodes
-        if n.slowlog_full
+        if n.slowlog_lost
     ]
-    if full:
+    if lost:
         console.print(
-            f"[bold]the slowlog filled up[/] on {full}: its figures are short; "
-            "raise --slowlog-len"
+            f"[bold]the slowlog dropped entries before they were read[/] "
+            f"(masters, port, entries): {lost}: its figures are short; raise "
+            "--slowlog-len"
         )
 
     targets = Table(title="The issue's targets", title_justify="left")
@@ -670,8 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--slowlog-len",
         type=positive,
-        default=None,
-        help="slowlog-max-len on each master (the records, 1,000,000 at least)",
+        default=200_000,
+        help="slowlog-max-len on each master (200,000; it is read every 0.5 s)",
     )
     p.add_argument(
         "--no-slowlog",
