@@ -197,8 +197,15 @@ class SlowlogReader:
     script (see the module's docstring); entries the log dropped before they
     were read are counted in `Master.slowlog_lost`."""
 
-    def __init__(self, client: aioredis.Redis, node: Master, shas: dict[str, str]):
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        node: Master,
+        shas: dict[str, str],
+        max_len: int,
+    ) -> None:
         self.client = client
+        self.max_len = max_len
         self.node = node
         self.shas = shas
         self.last_id = -1
@@ -212,12 +219,13 @@ class SlowlogReader:
         newest = await self.client.slowlog_get(1)
         if not newest or int(newest[0]["id"]) <= self.last_id:
             return
-        new = int(newest[0]["id"]) - self.last_id
-        entries = [
-            e
-            for e in await self.client.slowlog_get(new + new // 2 + 1000)
-            if int(e["id"]) > self.last_id
-        ]
+        want = int(newest[0]["id"]) - self.last_id + 1000
+        while True:  # a step's own commands may have been logged since: more
+            got = await self.client.slowlog_get(want)
+            entries = [e for e in got if int(e["id"]) > self.last_id]
+            if len(entries) < len(got) or len(got) < want or want >= self.max_len:
+                break
+            want = min(want * 2, self.max_len)
         if not entries:
             return
         oldest = min(int(e["id"]) for e in entries)
@@ -327,7 +335,8 @@ async def run_size(
         await asyncio.sleep(IDLE_S)
         idle1 = [await cpu_us(c) for c in clients]
         readers = [
-            SlowlogReader(c, n, shas) for c, n in zip(clients, nodes, strict=True)
+            SlowlogReader(c, n, shas, args.slowlog_len)
+            for c, n in zip(clients, nodes, strict=True)
         ]
         for reader in readers:
             await reader.start()
