@@ -739,8 +739,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--slowlog-len",
         type=positive,
-        default=200_000,
-        help="slowlog-max-len on each master (200,000; it is read every 0.5 s)",
+        default=1_000_000,
+        help="slowlog-max-len on each master (1,000,000; it is read every 0.5 s)",
     )
     p.add_argument(
         "--no-slowlog",
