@@ -58,6 +58,12 @@ chaos: install services
 bench: $(BIN)/.bench-installed services
 	$(BIN)/python -m bench.run
 
+# How one campaign's Redis work spreads over a Redis Cluster of 1, 3 and 6
+# masters of our own: Redis CPU per event on each master, the hottest one's
+# share and the ceiling it projects (docs/performance.md; ~8 min).
+bench-scale: $(BIN)/.bench-installed services
+	$(BIN)/python -m bench.scale
+
 # One worker over a 10M-event soak: does its RSS stay flat within 10%?
 bench-soak: $(BIN)/.bench-installed services
 	$(BIN)/python -m bench.soak
@@ -66,4 +72,4 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
-.PHONY: bench bench-soak
+.PHONY: bench bench-scale bench-soak

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 
 from bench.workload import PARTITIONS, TOPICS
 
-BOOTSTRAP = "127.0.0.1:9092"
+# The local broker (deploy/local/services.sh), or the one PRESALE_KAFKA_BOOTSTRAP names.
+BOOTSTRAP = os.environ.get("PRESALE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 OUTPUTS = ("milestones", "alerts", "deadletter")
 # One produce batch per partition at a time (aiokafka keeps one in flight per
 # partition); 512 KiB is ~2,800 records of ~186 B, half the broker's 1 MB limit.
