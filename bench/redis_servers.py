@@ -168,10 +168,10 @@ def redis_server(
 
 
 @contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
+def redis_cluster(masters: int = 3, *extra: str) -> Iterator[list[int]]:
     """A Redis Cluster of `masters` primaries (no replicas), slots split evenly
     (by `redis-cli --cluster create`; by hand below 3 masters, which it refuses);
-    yields their ports."""
+    yields their ports. `extra`: more redis-server options for every node."""
     ports: list[int] = []
     while len(ports) < masters:
         port = free_port(bus=True)
@@ -193,6 +193,7 @@ def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
                         "5000",
                         "--cluster-announce-ip",  # a lone node knows no address
                         "127.0.0.1",
+                        *extra,
                     )
                 )
             for port in ports:

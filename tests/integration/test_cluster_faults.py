@@ -35,19 +35,7 @@ PACED = "300"
 def cluster() -> Iterator[list[int]]:
     """3 masters, each keeping an AOF synced at every write: a master killed
     and started again comes back with everything it acknowledged."""
-    with redis_cluster(3) as ports:
-        for port in ports:
-            node = redis.Redis(port=port)
-            node.config_set("appendfsync", "always")
-            node.config_set("appendonly", "yes")
-            node.close()
-        for port in ports:  # the first rewrite of each AOF is done
-            node = redis.Redis(port=port)
-            deadline = time.monotonic() + 60
-            while node.info("persistence")["aof_rewrite_in_progress"]:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-            node.close()
+    with redis_cluster(3, "--appendonly", "yes", "--appendfsync", "always") as ports:
         yield ports
 
 
@@ -155,6 +143,8 @@ def _restart_node(port: int) -> subprocess.Popen[bytes]:
             config_file,
             "--cluster-node-timeout",
             "5000",
+            "--cluster-announce-ip",
+            "127.0.0.1",
             "--appendonly",
             "yes",
             "--appendfsync",
