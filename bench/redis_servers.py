@@ -193,6 +193,8 @@ def redis_cluster(masters: int = 3, *extra: str) -> Iterator[list[int]]:
                         "5000",
                         "--cluster-announce-ip",  # a lone node knows no address
                         "127.0.0.1",
+                        "--appenddirname",  # the nodes share a directory
+                        f"appendonly-{port}",
                         *extra,
                     )
                 )

@@ -125,6 +125,7 @@ def _restart_node(port: int) -> subprocess.Popen[bytes]:
     pid = int(node.info("server")["process_id"])
     workdir = Path(node.config_get("dir")["dir"])
     config_file = node.config_get("cluster-config-file")["cluster-config-file"]
+    aof_dir = node.config_get("appenddirname")["appenddirname"]
     node.close()
     subprocess.run(["kill", "-9", str(pid)], check=True)
     time.sleep(1.0)
@@ -147,6 +148,8 @@ def _restart_node(port: int) -> subprocess.Popen[bytes]:
             "127.0.0.1",
             "--appendonly",
             "yes",
+            "--appenddirname",
+            aof_dir,
             "--appendfsync",
             "always",
             "--save",
