@@ -20,9 +20,8 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 from processors.counting import Plan, Record
 from seeds.recording import iter_records
