@@ -24,8 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from processors.counting import Plan, Record
-from seeds.recording import iter_records
 from streams.codecs import decode
+from streams.recordings import iter_records
 from streams.settings import Settings, read_settings_file
 from streams.store import RedisStore, encode_plan
 

@@ -28,7 +28,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from seeds import reference
-from seeds.recording import iter_records
+from streams.recordings import iter_records
 
 REPO: Final = Path(__file__).resolve().parent.parent
 BASE: Final = REPO / "seeds" / "streams" / "first-hour.jsonl.gz"

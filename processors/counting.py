@@ -164,8 +164,8 @@ class OrderLine(NamedTuple):
     ts_ms: int
     first_hour: bool
     profile: int = 0
-    # Its place in the batch: the partition's run << 40 | offset (milestones
-    # merge the shards' first-hour orders of a batch by it).
+    # Its record's place in the batch (milestones merge the shards'
+    # first-hour orders of a batch by it).
     at: int = 0
 
 
@@ -317,7 +317,7 @@ def plan_batch(
     applied: Mapping[str, int],
     gaps: Collection[str] = (),
     *,
-    runs: Mapping[str, int] | None = None,
+    positions: Sequence[int] | None = None,
     spans: Mapping[str, tuple[int, int]] | None = None,
     highs: Mapping[str, PartitionClock] | None = None,
 ) -> Plan:
@@ -332,9 +332,9 @@ def plan_batch(
     `gaps`, whose hole the caller has found to be Kafka's own (offsets of
     transaction markers, compacted or expired records).
 
-    A shard's plan (`plan_shards`) is planned over the shard's records with the
-    whole batch's `runs` (each partition's place in the batch), `spans` and
-    surge clocks (`highs`, for the partitions the shard keeps the clock of).
+    A shard's plan (`plan_shards`) is planned over the shard's records with
+    their `positions` in the whole batch, the whole batch's `spans` and surge
+    clocks (`highs`, for the partitions the shard keeps the clock of).
     """
     offsets: dict[str, tuple[int, int]] = {}  # "topic:partition" -> (first, last)
     brand_index: dict[str, int] = {}
@@ -375,14 +375,13 @@ def plan_batch(
     space = _SPACE
     last_tp = topic = ""
     before = last = first = -1
-    run_of: dict[str, int] = dict(runs) if runs is not None else {}
-    run = 0
+    place = -1
     for tp, offset, decoded in records:
+        place += 1
         if tp != last_tp:  # records come in runs of one partition
             if last_tp and last > before:
                 offsets[last_tp] = (first, last)
             point_offsets, point_ts = points.setdefault(tp, ([], []))
-            run = run_of.setdefault(tp, len(run_of)) << 40
             last_tp = tp
             topic = tp.partition(":")[0]
             before = applied.get(tp, -1)
@@ -425,7 +424,9 @@ def plan_batch(
         if profile is None:
             profile = profile_index[pkey] = len(profile_index)
             if decoded.region not in region_at:
-                region_at[decoded.region] = run | offset
+                region_at[decoded.region] = (
+                    place if positions is None else positions[place]
+                )
         if kind != CANCEL:
             cell = minute << 24 | bc
             per_minute[cell] = per_minute.get(cell, 0) + 1
@@ -461,7 +462,7 @@ def plan_batch(
                     ts_ms,
                     ts_ms < hour_end_ms,
                     profile,
-                    run | offset,
+                    place if positions is None else positions[place],
                 )
             )
         else:
@@ -683,17 +684,20 @@ def plan_shards(
     its home shard (`home_shard`).
     """
     shards = rules.state_shards
-    runs: dict[str, int] = {}
     offsets_of: dict[str, list[int]] = {}
     subsets: list[list[Record]] = [[] for _ in range(shards)]
-    for record in records:
+    places: list[list[int]] = [[] for _ in range(shards)]
+    for place, record in enumerate(records):
         tp, offset, decoded = record
         found = offsets_of.get(tp)
         if found is None:
-            runs[tp] = len(runs)
             found = offsets_of[tp] = []
         found.append(offset)
-        subsets[record_shard(decoded, offset, rules)].append(record)
+        shard = record_shard(decoded, offset, rules)
+        subsets[shard].append(record)
+        places[shard].append(place)
+    for offs in offsets_of.values():
+        offs.sort()  # already in order from Kafka: a pass
     spans: list[dict[str, tuple[int, int]]] = []
     for s in range(shards):
         mine: dict[str, tuple[int, int]] = {}
@@ -736,7 +740,7 @@ def plan_shards(
                 rules,
                 applied[s],
                 gaps,
-                runs=runs,
+                positions=places[s],
                 spans=spans[s],
                 highs=highs,
             )

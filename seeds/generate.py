@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from seeds import reference
-from seeds.recording import (
+from seeds.summary import format_summary, summary_facts
+from streams.recordings import (
     TOPIC_OF_TYPE,
     Companions,
     is_envelope,
     parse_line,
     topic_of_type,
 )
-from seeds.summary import format_summary, summary_facts
 
 # 2025-10-15 20:00 Beijing time (UTC+8), the 2025 Double 11 presale start.
 T0_MS = 1_760_529_600_000

@@ -8,17 +8,19 @@ one of them, never a shared one.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
+import sys
 import unicodedata
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seeds.recording import iter_records
+from streams.recordings import iter_records
 
 HOUR_MS = 3_600_000
 # Default thresholds of CONTRACT section 4: ¥10M and ¥100M.
@@ -789,3 +791,33 @@ def measure_facts(
         if flagship_orders
         else 0.0,
     }
+
+
+# --------------------------------------------------------------------------
+# `presale expect` runs this in a process of its own (streams/ does not import
+# seeds/): the report as JSON on stdout, or one line on stderr and exit 2.
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m seeds.reference")
+    p.add_argument("--settings-json", required=True, help="{PRESALE_...: value}")
+    p.add_argument("--settings-dir", default=None)
+    p.add_argument("file")
+    args = p.parse_args(argv)
+    try:
+        report = expected_report(
+            args.file, json.loads(args.settings_json), settings_dir=args.settings_dir
+        )
+    except (OSError, EOFError) as exc:  # EOFError: a gzip cut short
+        reason = getattr(exc, "strerror", None) or exc
+        print(f"cannot read {args.file}: {reason}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a RecordingError names file and line
+        print(str(exc), file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

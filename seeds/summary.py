@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from seeds import reference
-from seeds.recording import Companions
+from streams.recordings import Companions
 
 # Money at --scale 1 of the top threshold (¥100M), to print the scale back.
 TOP_THRESHOLD_FEN_AT_SCALE_1 = 10_000_000_000

@@ -25,7 +25,8 @@ from streams.errors import SettingsError
 from streams.kafka import RenewableProducer, ensure_topics, log_end_offsets
 from streams.metrics import Metrics
 from streams.outbox import OutboxPublisher
-from streams.pipeline import TRANSIENT, Pipeline
+from streams.pipeline import Pipeline
+from streams.retry import TRANSIENT
 from streams.settings import Settings
 from streams.store import RedisStore, intset_advice
 from streams.webreport import ReportBuilder, respond

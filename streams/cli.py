@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -211,9 +212,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_seeds(args: argparse.Namespace) -> int:
-    from seeds import generate
-
-    return int(generate.main(args.rest) or 0)
+    # The generator (seeds/generate.py) runs as a program of its own: the
+    # service does not import seeds/.
+    return subprocess.call([sys.executable, "-m", "seeds.generate", *args.rest])
 
 
 def parser() -> argparse.ArgumentParser:

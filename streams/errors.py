@@ -23,8 +23,10 @@ class KafkaUnavailable(PresaleError):
     """The Kafka bootstrap servers do not answer."""
 
 
-class RecordingError(PresaleError):
-    """A recorded stream file cannot be read."""
+class RecordingError(PresaleError, ValueError):
+    """A recorded stream file cannot be read, or a line of it cannot be turned
+    into a Kafka record (streams/recordings.py; the message names file and
+    line). Also a ValueError, as the reader's error always was."""
 
 
 class RulesMismatch(PresaleError):

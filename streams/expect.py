@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +37,28 @@ def reference_settings(settings: Settings) -> dict[str, str]:
 def expected_report(settings: Settings, path: str) -> dict[str, Any]:
     """What `presale expect FILE` prints: the shape of `report --json`, without
     its wall-clock parts (detected_at_ms, alerts, consumer_lag)."""
-    # Imported here, not at the top: streams/ does not import seeds/ when it
-    # loads, and only this command needs the reference.
-    from seeds import reference
-
     if not Path(path).is_file():
         msg = f"cannot read {path}: no such file"
         raise RecordingError(msg)
-    try:
-        return reference.expected_report(
-            path, reference_settings(settings), settings_dir=Path.cwd()
-        )
-    except (OSError, EOFError) as exc:  # EOFError: a gzip cut short
-        msg = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
-        raise RecordingError(msg) from exc
-    except ValueError as exc:  # seeds.recording.RecordingError names file and line
-        raise RecordingError(str(exc)) from exc
+    # The reference (seeds/reference.py) runs in a process of its own: the
+    # service does not import seeds/, and only this command needs it.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seeds.reference",
+            "--settings-json",
+            json.dumps(reference_settings(settings)),
+            "--settings-dir",
+            str(Path.cwd()),
+            path,
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        raise RecordingError(lines[-1] if lines else f"cannot read {path}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report

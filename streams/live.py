@@ -3,7 +3,7 @@
 The full report reads every brand (5,000 hashes and HyperLogLogs in the
 first-hour recording); the live view reads the campaign's channel totals, the
 top N of the rank, the milestones and the newest alerts, whatever the number
-of brands (measured in the README).
+of brands (measured in docs/ops-view.md).
 """
 
 from __future__ import annotations

@@ -11,42 +11,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
-from redis.exceptions import BusyLoadingError, ClusterError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors.counting import Record, Rejected
 from processors.state import Applied, Stale
 from streams.codecs import dead_letter, decode
 from streams.kafka import RenewableProducer
 from streams.metrics import Metrics
+from streams.retry import TRANSIENT, retrying, transient_kind
 from streams.settings import Settings
 from streams.store import AnyPlan, Store
 
 log = logging.getLogger(__name__)
 _offset = attrgetter("offset")
-
-# Failures that pass: Redis or Kafka restarting, a connection dropped, a Redis
-# Cluster slot on the move (ClusterError: the client's redirections ran out
-# while a slot migrates).
-TRANSIENT = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    TryAgainError,
-    ClusterError,
-    KafkaError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
-
-
-def _kind(exc: BaseException) -> str:
-    return "kafka" if isinstance(exc, KafkaError) else "redis"
 
 
 # A plan refused as stale is rebuilt on the fresh offsets; more than a few in a
@@ -101,15 +79,14 @@ class Pipeline:
 
     async def load_offsets(self, tps: set[TP]) -> dict[TP, int]:
         """Next offset to read of each partition: one past the last applied."""
-        delay_s = 0.1
-        while True:
-            try:
-                stored = await self.store.applied_offsets(self.name(tp) for tp in tps)
-                break
-            except TRANSIENT as exc:
-                log.warning("reading offsets failed (%r); retrying", exc)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 5.0)
+
+        def failed(exc: BaseException, _delay_s: float) -> None:
+            log.warning("reading offsets failed (%r); retrying", exc)
+
+        stored = await retrying(
+            lambda _retry: self.store.applied_offsets(self.name(tp) for tp in tps),
+            failed,
+        )
         self.applied.update(stored)
         self.confirmed.update(stored)
         return {tp: stored[self.name(tp)] + 1 for tp in tps}
@@ -166,32 +143,30 @@ class Pipeline:
         atomic step refuses a plan whose offsets already moved, so a step that
         ran but whose answer was lost is recognised and skipped.
         """
-        delay_s = 0.1
-        retry = False
-        while True:
-            try:
-                return await self._next_batch(batch, retry)
-            except TRANSIENT as exc:
-                retry = True
-                self.metrics.retries.labels(_kind(exc)).inc()
-                log.warning("batch failed (%r); retrying in %.1f s", exc, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 5.0)
-                if self.producer is not None:
-                    with contextlib.suppress(*TRANSIENT):  # tried again next time
-                        await self.producer.renew_if_poisoned(exc)
+        return await retrying(
+            lambda retry: self._next_batch(batch, retry),
+            self._failed("batch"),
+            self._renew_producer,
+        )
 
     async def flush(self) -> dict[TP, int] | None:
         """Settle the step in flight (when idle, before a rebalance, at stop)."""
-        delay_s = 0.1
-        while True:
-            try:
-                return await self._settle()
-            except TRANSIENT as exc:
-                self.metrics.retries.labels(_kind(exc)).inc()
-                log.warning("settling failed (%r); retrying in %.1f s", exc, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 5.0)
+        return await retrying(lambda _retry: self._settle(), self._failed("settling"))
+
+    def _failed(self, what: str) -> Callable[[BaseException, float], None]:
+        """A transient failure of `what`: counted, and one warning line."""
+
+        def failed(exc: BaseException, delay_s: float) -> None:
+            self.metrics.retries.labels(transient_kind(exc)).inc()
+            log.warning("%s failed (%r); retrying in %.1f s", what, exc, delay_s)
+
+        return failed
+
+    async def _renew_producer(self, exc: BaseException) -> None:
+        """A producer the failure left unusable is replaced before the retry."""
+        if self.producer is not None:
+            with contextlib.suppress(*TRANSIENT):  # tried again next time
+                await self.producer.renew_if_poisoned(exc)
 
     async def went_back(self, stored: Mapping[TP, int]) -> dict[TP, int] | None:
         """Partitions whose offset in the store is below what it confirmed to

@@ -23,13 +23,11 @@ from tqdm import tqdm
 
 from streams.connect import kafka_auth
 from streams.errors import KafkaUnavailable, RecordingError
+from streams.recordings import FORMAT_NAME, FORMAT_VERSION
 from streams.settings import Settings
 
-# Kept in step with seeds/recording.py (FORMAT_NAME, FORMAT_VERSION), which
-# reads what this writes; tests/integration/test_record_rehearse.py reads a
-# recording back through it. Not imported: streams/ keeps off seeds/ at import.
-FORMAT_NAME = "presale-recording"
-FORMAT_VERSION = 1
+# streams/recordings.py reads what this writes (FORMAT_NAME, FORMAT_VERSION);
+# tests/integration/test_record_rehearse.py reads a recording back through it.
 INPUT_TOPICS = ("clicks", "carts", "orders")
 
 # A partition that yields nothing for this long while behind its end offset

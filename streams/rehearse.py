@@ -33,6 +33,7 @@ from streams.check import BUYERS_TOLERANCE, check
 from streams.connect import kafka_auth
 from streams.errors import KafkaUnavailable, PresaleError, RecordingError
 from streams.kafka import lag, log_end_offsets
+from streams.recordings import read_header
 from streams.replay import replay
 from streams.settings import Settings, read_settings_file
 from streams.store import RedisStore
@@ -126,13 +127,8 @@ def worker_settings_file(
 def recorded_partitions(path: str, default: int) -> dict[str, int]:
     """The partition counts a versioned recording was captured from, so the
     fresh topics match and every record lands in its recorded partition."""
-    from seeds.recording import RecordingError as LineError  # seeds/: lazily
-    from seeds.recording import read_header
-
     try:
-        header = read_header(path)
-    except LineError as exc:  # it names the file and line
-        raise RecordingError(str(exc)) from exc
+        header = read_header(path)  # a RecordingError names the file and line
     except (OSError, EOFError) as exc:  # EOFError: a gzip cut short
         msg = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
         raise RecordingError(msg) from exc

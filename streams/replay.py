@@ -8,7 +8,6 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -17,10 +16,8 @@ from tqdm import tqdm
 
 from streams.errors import KafkaUnavailable, RecordingError
 from streams.kafka import ensure_topics, start_producer
+from streams.recordings import Entry, iter_entries, open_recording, read_header
 from streams.settings import Settings
-
-if TYPE_CHECKING:
-    from seeds.recording import Entry
 
 # Pacing follows the event-time clock; a record more than 10 minutes ahead of it
 # (a malformed ts, a far-future test record) is sent at once, not waited for,
@@ -48,11 +45,6 @@ class ReplayResult:
 
 
 def count_records(paths: list[str]) -> int:
-    # The format's reader, imported when used: streams/ does not import seeds/
-    # when it loads.
-    from seeds.recording import RecordingError as LineError
-    from seeds.recording import open_recording, read_header
-
     total = 0
     for path in paths:
         try:
@@ -60,8 +52,6 @@ def count_records(paths: list[str]) -> int:
                 total += sum(1 for line in f if line.strip())
             if read_header(path) is not None:
                 total -= 1  # the format line is not a record
-        except LineError as exc:
-            raise RecordingError(str(exc)) from exc
         except (OSError, EOFError) as exc:  # EOFError: a gzip cut short
             msg = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
             raise RecordingError(msg) from exc
@@ -110,14 +100,9 @@ class _Pacer:
 
 
 def _records(paths: list[str]) -> Iterator[Entry]:
-    from seeds.recording import RecordingError as LineError
-    from seeds.recording import iter_entries
-
     for path in paths:
         try:
             yield from iter_entries(path)
-        except LineError as exc:
-            raise RecordingError(str(exc)) from exc
         except (OSError, EOFError) as exc:  # EOFError: a gzip cut short
             msg = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
             raise RecordingError(msg) from exc

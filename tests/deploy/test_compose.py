@@ -157,3 +157,36 @@ def test_redis_is_supported_and_requires_auth() -> None:
     for name, service in _presale_services().items():
         password = service["environment"]["PRESALE_REDIS_PASSWORD"]
         assert password == redis["environment"]["REDIS_PASSWORD"], name
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore keeps `path` out of the build context (its `**`
+    matches any number of folders, `*` and `?` stay within one)."""
+    for pattern in patterns:
+        regex = re.escape(pattern.strip("/"))
+        regex = regex.replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        if re.fullmatch(regex + "(?:/.*)?", path):
+            return True
+    return False
+
+
+def test_the_image_ships_no_recordings() -> None:
+    """The recordings (seeds/streams/**/*.jsonl.gz, megabytes) stay out of the
+    image; the settings and baselines the worker's command names stay in, and
+    the replay job mounts every recording it publishes."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [x.strip() for x in lines if x.strip() and not x.startswith("#")]
+    recordings = sorted(ROOT.glob("seeds/streams/**/*.jsonl.gz"))
+    assert recordings
+    for path in recordings:
+        assert _ignored(str(path.relative_to(ROOT)), patterns), path
+    for service in _presale_services().values():
+        mounts = dict((t, s) for s, t in _mounts(service))
+        for arg in map(str, service["command"]):
+            if "/" not in arg:
+                continue
+            if arg.endswith(".jsonl.gz"):
+                assert mounts.get(f"/app/{arg}") == f"../{arg}", arg
+            else:
+                assert not _ignored(arg, patterns), arg

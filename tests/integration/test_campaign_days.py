@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from seeds.recording import iter_records
 from seeds.reference import expected_report
 from streams.check import check, milestone_set
+from streams.recordings import iter_records
 from tests.support.services import (
     STREAMS,
     Env,

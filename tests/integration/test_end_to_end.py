@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from seeds.recording import iter_records
+from streams.recordings import iter_records
 from streams.report import yuan
 from tests.integration.helpers import campaign_keys, redis_client, settled_report
 from tests.support.services import STREAMS, Env, recording_env, workers

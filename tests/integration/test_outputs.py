@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from processors.events import REASONS
 from seeds import reference
-from seeds.recording import iter_records
 from streams.check import check
+from streams.recordings import iter_records
 from tests.integration.helpers import poll, read_topic, reset_after, settled_report
 from tests.support.services import STREAMS, Env, Worker, recording_env
 

@@ -19,8 +19,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from seeds.recording import iter_entries
 from streams.kafka import ensure_topics
+from streams.recordings import iter_entries
 from streams.settings import Settings
 from tests.integration.helpers import campaign_keys, poll, read_topic, redis_client
 from tests.support.services import (

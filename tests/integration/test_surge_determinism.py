@@ -22,7 +22,7 @@ import redis
 
 from processors.surge import SurgeRules, detect
 from seeds import reference
-from seeds.recording import iter_records
+from streams.recordings import iter_records
 from tests.integration.helpers import poll
 from tests.support.services import REDIS, STREAMS, Env, Worker, recording_env
 

@@ -1,4 +1,6 @@
-"""processors/ stays pure: it imports nothing of the stream, store or wire layers."""
+"""processors/ stays pure: it imports nothing of the stream, store or wire layers.
+streams/ (the service) imports nothing of seeds/ (the generator and the batch
+reference): seeds/ may use streams/, never the other way."""
 
 from __future__ import annotations
 
@@ -7,12 +9,16 @@ from pathlib import Path
 
 import pytest
 
-PROCESSORS = Path(__file__).resolve().parents[2] / "processors"
+ROOT = Path(__file__).resolve().parents[2]
+PROCESSORS = ROOT / "processors"
+STREAMS = ROOT / "streams"
 PACKAGE = "processors"
 # STYLE.md: processors import nothing of these; `streams` is the layer above.
 FORBIDDEN = frozenset(
     {"faust", "redis", "aiokafka", "prometheus_client", "orjson", "mode", "streams"}
 )
+# The service's own reader is streams/recordings.py; seeds/ is not installed for it.
+STREAMS_FORBIDDEN = frozenset({"seeds"})
 
 
 def _absolute(module: str | None, level: int, package: str) -> str:
@@ -26,7 +32,9 @@ def _absolute(module: str | None, level: int, package: str) -> str:
     return ".".join([*base, module] if module else base)
 
 
-def forbidden_imports(source: str, package: str = PACKAGE) -> list[str]:
+def forbidden_imports(
+    source: str, package: str = PACKAGE, forbidden: frozenset[str] = FORBIDDEN
+) -> list[str]:
     """Every forbidden module `source` imports (statements and import calls)."""
     found: list[str] = []
     for node in ast.walk(ast.parse(source)):
@@ -53,17 +61,18 @@ def forbidden_imports(source: str, package: str = PACKAGE) -> list[str]:
                 names = [node.args[0].value]
         for name in names:
             root = name.split(".")[0]
-            if root in FORBIDDEN or name == "<outside the tree>":
+            if root in forbidden or name == "<outside the tree>":
                 found.append(name)
     return found
 
 
 def _package_of(path: Path) -> str:
     # A module's package is its folder; so is an __init__.py's.
-    return ".".join(path.relative_to(PROCESSORS.parent).parent.parts)
+    return ".".join(path.relative_to(ROOT).parent.parts)
 
 
 SOURCES = sorted(PROCESSORS.rglob("*.py"))
+STREAMS_SOURCES = sorted(STREAMS.rglob("*.py"))
 
 
 def test_processors_has_sources() -> None:
@@ -112,3 +121,40 @@ def test_checker_flags(source: str, expected: list[str]) -> None:
     """The checker itself finds each kind of forbidden import (top level, nested,
     relative, dynamic) and lets the standard library and processors through."""
     assert forbidden_imports(source, "processors") == expected
+
+
+def test_streams_has_sources() -> None:
+    """The walk sees the service's modules, the recording reader among them."""
+    names = {p.name for p in STREAMS_SOURCES}
+    assert {"app.py", "pipeline.py", "replay.py", "recordings.py"} <= names
+
+
+@pytest.mark.parametrize(
+    "path",
+    STREAMS_SOURCES,
+    ids=[str(p.relative_to(STREAMS)) for p in STREAMS_SOURCES],
+)
+def test_streams_does_not_import_seeds(path: Path) -> None:
+    """This streams/ module imports nothing under seeds/, not even lazily
+    inside a function: the service reads recordings with streams/recordings.py."""
+    source = path.read_text(encoding="utf-8")
+    found = forbidden_imports(source, _package_of(path), STREAMS_FORBIDDEN)
+    assert found == [], f"{path.relative_to(ROOT)} imports {found}"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from seeds.recording import iter_records", ["seeds.recording"]),
+        ("def f():\n    from seeds import reference\n", ["seeds"]),
+        ("import seeds.generate", ["seeds.generate"]),
+        ("importlib.import_module('seeds.reference')", ["seeds.reference"]),
+        ("from ..seeds import recording", ["<outside the tree>"]),
+        # allowed: the service's own modules and the libraries it runs on
+        ("from streams.recordings import iter_entries", []),
+        ("from .errors import RecordingError", []),
+        ("import faust, redis, seedsx", []),
+    ],
+)
+def test_streams_checker_flags(source: str, expected: list[str]) -> None:
+    assert forbidden_imports(source, "streams", STREAMS_FORBIDDEN) == expected

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from seeds import generate, reference
-from seeds.recording import Companions
 from seeds.summary import summary_facts
+from streams.recordings import Companions
 
 STREAMS = generate.STREAMS_DIR
 NAMES = sorted(generate.COMMITTED_RECORDINGS)

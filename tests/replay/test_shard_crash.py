@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from processors.counting import Record, ShardedPlan
-from seeds.recording import iter_records
 from streams.check import check
 from streams.codecs import decode
+from streams.recordings import iter_records
 from streams.settings import Settings
 from streams.store import RedisStore
 from tests.support.services import STREAMS, recording_env

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from seeds.recording import Companions, RecordingError, iter_records, parse_line
+from streams.recordings import Companions, RecordingError, iter_records, parse_line
 
 CLICK = b'{"event_id":"e1","type":"click","ts":1,"user_id":"u1","brand_id":"b1"}'
 

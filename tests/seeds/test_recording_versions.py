@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seeds.recording import (
+from streams.recordings import (
     Entry,
     RecordingError,
     iter_entries,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from seeds import generate
-from seeds.recording import Companions, is_envelope
 from seeds.reference import REASONS, expected_report, load_settings
 from seeds.summary import summarize
+from streams.recordings import Companions, is_envelope
 
 TINY = ["--brands", "60", "--top-brands", "5", "--doubled", "12", "--scale", "0.00001"]
 

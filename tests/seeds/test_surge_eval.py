@@ -13,8 +13,8 @@ import pytest
 from processors.events import Event, validate
 from processors.surge import MINUTE_MS, SurgeRules, detect, minute_of, scope_keys
 from seeds import surge_eval, surges
-from seeds.recording import iter_records
 from seeds.surges import poisson
+from streams.recordings import iter_records
 
 STREAMS = Path(__file__).resolve().parents[2] / "seeds" / "streams" / "surge"
 RULES = SurgeRules()

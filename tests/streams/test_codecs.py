@@ -414,7 +414,7 @@ def test_fast_path_agrees_on_edge_bytes(value: bytes) -> None:
 def test_fast_path_agrees_on_the_recordings() -> None:
     from pathlib import Path
 
-    from seeds.recording import iter_records
+    from streams.recordings import iter_records
 
     streams = Path(__file__).resolve().parents[2] / "seeds" / "streams"
     n = fast = 0

@@ -1,4 +1,4 @@
-"""`presale record` writes what seeds/recording.py reads back; the helpers of
+"""`presale record` writes what streams/recordings.py reads back; the helpers of
 record, expect and rehearse, without services."""
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from seeds import recording
-from seeds.recording import Entry, parse_entry
-from streams import record
+from streams import record, recordings
 from streams.cli_recordings import time_ms
 from streams.expect import reference_settings
+from streams.recordings import Entry, parse_entry
 from streams.rehearse import Rehearsal, verdict, worker_settings_file
 from streams.settings import Settings
 
@@ -60,10 +59,10 @@ def test_record_line_reads_back(key, value, headers) -> None:
 
 
 def test_format_name_matches_the_reader() -> None:
-    """streams/record.py keeps its own copy (streams/ does not import seeds/
-    at load time); the reader must accept what it writes."""
-    assert record.FORMAT_NAME == recording.FORMAT_NAME
-    assert record.FORMAT_VERSION == recording.FORMAT_VERSION
+    """streams/record.py writes the format streams/recordings.py reads: the
+    reader must accept what it writes."""
+    assert record.FORMAT_NAME == recordings.FORMAT_NAME
+    assert record.FORMAT_VERSION == recordings.FORMAT_VERSION
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,8 @@
 """Read a recorded presale stream: JSON lines -> (topic, key bytes, value bytes).
 
+The service's reader (`presale replay`, `rehearse`); seeds/ (the generator and
+the batch reference) reads recordings through it too.
+
 The formats are described in docs/recordings.md: bare event lines and
 envelopes, `presale record`'s versioned format (Kafka partition, timestamp and
 headers too) and kcat's JSON envelope (`kcat -C -J`). `presale replay`
@@ -18,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from streams.errors import RecordingError
 
 # Short topic names used in recordings; the processor prefixes them
 # ("clicks" -> "presale.clicks").
@@ -41,10 +46,6 @@ Record = tuple[str, bytes | None, bytes]
 # `presale record`'s format: its first line names it (docs/recordings.md s1c).
 FORMAT_NAME = "presale-recording"
 FORMAT_VERSION = 1
-
-
-class RecordingError(ValueError):
-    """A recording line that cannot be turned into a Kafka record."""
 
 
 def topic_of_type(event_type: object) -> str | None:
