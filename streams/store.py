@@ -823,14 +823,18 @@ class RedisStore:
 
         A buyers key is a set of user ids up to BUYERS_EXACT of them, then a
         HyperLogLog (lua/apply.lua). A group whose keys are all sets (or
-        missing) counts the union of their members exactly, in Python (the
-        shards' keys may sit on different Redis Cluster masters). A group with
-        a HyperLogLog is a HyperLogLog union, one PFCOUNT: with one shard over
-        its HyperLogLogs and a scratch HyperLogLog of its sets' members; with
-        several, over copies of the HyperLogLogs' bytes (a HyperLogLog is a
-        string) and that scratch one, all under the campaign's tag, dropped
-        after. Only the groups' own keys are read: a set holds at most
-        BUYERS_EXACT members and a HyperLogLog 12 KB."""
+        missing) and whose union holds at most BUYERS_EXACT ids is counted
+        exactly, in Python (the shards' keys may sit on different Redis
+        Cluster masters). Any other group is a HyperLogLog union, one PFCOUNT:
+        with one shard over its HyperLogLogs and a scratch HyperLogLog of its
+        sets' members; with several, over copies of the HyperLogLogs' bytes (a
+        HyperLogLog is a string) and that scratch one, all under the
+        campaign's tag, dropped after. So a count is a function of the union's
+        members only, as one key holding them all would give it: exact up to
+        BUYERS_EXACT, a HyperLogLog's estimate past it, whatever the batching,
+        the state shards or the channels they came by. Only the groups' own
+        keys are read: a set holds at most BUYERS_EXACT members and a
+        HyperLogLog 12 KB."""
         for attempt in range(3):
             try:
                 return await self._count_unions(groups)
@@ -880,7 +884,7 @@ class RedisStore:
                     union.update(members.get(key, ()))
                 out.append(len(union))
                 estimated = [key for key in keys if key in estimated_keys]
-                if not estimated:
+                if not estimated and len(union) <= BUYERS_EXACT:
                     continue
                 counted: list[str] = []
                 for i, key in enumerate(estimated):
@@ -892,7 +896,7 @@ class RedisStore:
                         made.append(counted[-1])
                         pipe.set(counted[-1], value, px=60_000)
                         queued += 1
-                if counted and union:
+                if union:
                     extra = f"{scratch}{g}:s"
                     listed = sorted(union)
                     for i in range(0, len(listed), 10_000):

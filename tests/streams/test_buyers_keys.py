@@ -189,3 +189,41 @@ def test_buyers_over_two_state_shards(step_redis_url: str) -> None:
 
     asyncio.run(run())
     client.close()
+
+
+def test_a_count_depends_on_the_members_only(step_redis_url: str) -> None:
+    """A union of sets that holds more than BUYERS_EXACT ids (two channels'
+    700 buyers each, or one channel's 1,400 split over two state shards) is
+    counted as one key holding them all would be: the HyperLogLog of those
+    members, so the count does not depend on the shards or the channels;
+    up to the limit the union is exact."""
+    client = redis.Redis.from_url(step_redis_url)
+
+    async def run() -> None:
+        one = Feed(step_redis_url, rules())
+        two = Feed(step_redis_url, replace(rules(), state_shards=2))
+        split = Feed(step_redis_url, rules())
+        try:
+            await one.add(_orders(range(1_400), "a"))
+            await two.add(_orders(range(1_400), "a"))
+            await split.add(_orders(range(700), "s", channel="store"))
+            await split.add(_orders(range(700, 1_400), "l", channel="search"))
+            assert client.type(one.keys("u:bc:b1:other")[0]) == b"string"
+            assert [client.type(k) for k in two.keys("u:bc:b1:other")] == [
+                b"set",
+                b"set",
+            ]
+            assert client.type(split.keys("u:bc:b1:store")[0]) == b"set"
+            reports = [await f.report() for f in (one, two, split)]
+            counted = {_brand(r, "b1")["buyers"] for r in reports}
+            assert len(counted) == 1, counted
+            assert _within(counted.pop(), 1_400)
+            assert {r["totals"]["buyers"] for r in reports} == {
+                _brand(reports[0], "b1")["buyers"]
+            }
+        finally:
+            for f in (one, two, split):
+                await f.store.close()
+
+    asyncio.run(run())
+    client.close()
