@@ -1,6 +1,6 @@
 """The benchmark workload: copies of the first-hour recording with fresh ids.
 
-Each copy of `seeds/streams/first-hour.jsonl.gz` (135,424 records: 69% clicks,
+Each copy of `seeds/streams/first-hour.jsonl.gz` (135,534 records: 69% clicks,
 12% carts, 10% orders, 0.5% malformed, 1.5% producer duplicates) gets a copy tag
 appended to every valid event's `event_id` and `order_id`, so copies never
 deduplicate against each other while the duplicates *inside* a copy (producer

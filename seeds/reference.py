@@ -736,13 +736,12 @@ def expected_report(
 # Facts for the seed summary (SEED_FACTS.md), measured on a recording
 
 FLAGSHIP_BRAND_ID = "apple"
-FLAGSHIP_SKU_ID = "iphone17-pro"
 
 
 def measure_facts(
     result: Scan,
     campaign: Campaign,
-    flagship: tuple[str, str] = (FLAGSHIP_BRAND_ID, FLAGSHIP_SKU_ID),
+    flagship: str = FLAGSHIP_BRAND_ID,
 ) -> dict[str, Any]:
     """Funnel facts that the report does not carry, from counted events.
 
@@ -750,7 +749,8 @@ def measure_facts(
       over the distinct rooms they name;
     - flash-sale orders: counted `flash_sale` orders in the campaign window;
     - conversion: counted orders / counted clicks in the campaign window;
-    - flagship sku: counted orders of that brand and sku, and how many vip.
+    - flagship brand: its counted orders (all its skus), and how many vip:
+      the `orders`, `vip_orders` and `vip_share` of its row in the report.
     """
     room_clicks = 0
     rooms: set[str] = set()
@@ -771,7 +771,7 @@ def measure_facts(
             orders += 1
             if event.channel == "flash_sale":
                 flash_sale_orders += 1
-            if (event.brand_id, event.sku_id) == flagship:
+            if event.brand_id == flagship:
                 flagship_orders += 1
                 flagship_vip_orders += 1 if event.vip else 0
     return {
@@ -784,8 +784,7 @@ def measure_facts(
         "campaign_clicks": clicks,
         "campaign_orders": orders,
         "campaign_conversion": orders / clicks if clicks else 0.0,
-        "flagship_brand_id": flagship[0],
-        "flagship_sku_id": flagship[1],
+        "flagship_brand_id": flagship,
         "flagship_orders": flagship_orders,
         "flagship_vip_orders": flagship_vip_orders,
         "flagship_vip_share": flagship_vip_orders / flagship_orders

@@ -78,9 +78,12 @@ def summary_facts(
         },
         "flagship": {
             "brand_id": facts["flagship_brand_id"],
-            "sku_id": facts["flagship_sku_id"],
             "orders": facts["flagship_orders"],
             "vip_orders": facts["flagship_vip_orders"],
+            # As the report rounds the brand's vip_share (CONTRACT 3b).
+            "vip_share": round(facts["flagship_vip_share"], 3)
+            if facts["flagship_orders"]
+            else None,
             "vip_share_pct": round(100 * facts["flagship_vip_share"], 2),
         },
         "dead_letters": report["dead_letters"],
@@ -150,9 +153,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"conversion     {conversion['this_year']:.4f} orders per click"
         f" ({conversion['orders']:,} / {conversion['clicks']:,}) vs"
         f" {conversion['last_year']:.4f} last year: {_pct(conversion['growth_pct'])}",
-        f"flagship       {flagship['brand_id']}/{flagship['sku_id']}:"
-        f" {flagship['vip_orders']:,} of {flagship['orders']:,} orders from 88VIP"
-        f" ({flagship['vip_share_pct']:.1f}%)",
+        f"flagship       brand {flagship['brand_id']}, all skus:"
+        f" {flagship['vip_orders']:,} of {flagship['orders']:,} counted orders from"
+        f" 88VIP, vip_share {flagship['vip_share']}",
         f"totals         {summary['brands']:,} brands, {totals['clicks']:,} clicks,"
         f" {totals['carts']:,} carts, {totals['orders']:,} orders,"
         f" {totals['cancels']:,} cancels, {totals['buyers']:,} buyers",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# HyperLogLog: the contract allows under 2% error on distinct buyers.
+# The contract allows under 2% error on distinct buyers: the store counts them
+# exactly up to 1,000 and with a HyperLogLog past that (docs/counting.md).
 BUYERS_TOLERANCE = 0.02
 _SKIP = {"consumer_lag", "alerts", "watermark_ms", "detected_at_ms", "crossed_at_ms"}
 

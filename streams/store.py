@@ -80,6 +80,10 @@ GLOB_CHARS: Final = frozenset("*?[]\\^-{}")
 EXACT_SCORE: Final = 2.0**53
 # Past EXACT_SCORE, how many brands near the cut a top-N report reads beyond N.
 NEAR_TIES: Final = 1_000
+# A buyers key (`u:bc:`, `u:ch:`, `u:rg:`) is a set of user ids, counted
+# exactly, while it holds at most this many; past it, a HyperLogLog of them
+# (lua/apply.lua). Why 1,000: docs/counting.md, "Buyers".
+BUYERS_EXACT: Final = 1_000
 
 
 def intset_advice(limit: int | None, shards: int) -> str | None:
@@ -199,6 +203,7 @@ def encode_plan(
             "ow": plan.out_of_window,
             "dl": plan.rejected,
             "rm": _rooms(plan),
+            "be": BUYERS_EXACT,
         }
     )
 
@@ -843,52 +848,112 @@ class RedisStore:
         return await sum_shard_hashes(self.client, self.shards, names)
 
     async def count_unions(self, groups: list[list[str]]) -> list[int]:
-        """Distinct members of each group of HyperLogLogs (key names after a
-        shard's prefix), over every shard. One shard: PFCOUNT over the group's
-        keys (one slot). Several: their bytes are copied under the campaign's
-        tag for the count (a HyperLogLog is a string) and dropped after."""
-        if len(self.shards) == 1:
-            p = self.prefix
-            async with self.client.pipeline(transaction=False) as pipe:
-                for group in groups:
-                    # By name: redis-py's cluster pipeline refuses `.pfcount(*keys)`
-                    # in case the keys span slots; a group's share one.
-                    pipe.execute_command("PFCOUNT", *(p + k for k in group))
-                return [int(n) for n in await pipe.execute()]
+        """Distinct members of each group of buyers keys (key names after a
+        shard's prefix), over every shard.
+
+        A buyers key is a set of user ids up to BUYERS_EXACT of them, then a
+        HyperLogLog (lua/apply.lua). A group whose keys are all sets (or
+        missing) and whose union holds at most BUYERS_EXACT ids is counted
+        exactly, in Python (the shards' keys may sit on different Redis
+        Cluster masters). Any other group is a HyperLogLog union, one PFCOUNT:
+        with one shard over its HyperLogLogs and a scratch HyperLogLog of its
+        sets' members; with several, over copies of the HyperLogLogs' bytes (a
+        HyperLogLog is a string) and that scratch one, all under the
+        campaign's tag, dropped after. So a count is a function of the union's
+        members only, as one key holding them all would give it: exact up to
+        BUYERS_EXACT, a HyperLogLog's estimate past it, whatever the batching,
+        the state shards or the channels they came by. Only the groups' own
+        keys are read: a set holds at most BUYERS_EXACT members and a
+        HyperLogLog 12 KB."""
+        for attempt in range(3):
+            try:
+                return await self._count_unions(groups)
+            except ResponseError as exc:
+                # A set the step turned into a HyperLogLog between its TYPE and
+                # its read: read again (a HyperLogLog never turns back).
+                if "WRONGTYPE" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _count_unions(self, groups: list[list[str]]) -> list[int]:
+        shards = self.shards
+        names = list(dict.fromkeys(p + k for g in groups for k in g for p in shards))
         async with self.client.pipeline(transaction=False) as pipe:
-            for group in groups:
-                for k in group:
-                    for p in self.shards:
-                        pipe.get(p + k)
-            values = iter(await pipe.execute())
+            for name in names:
+                pipe.type(name)
+            kinds = {
+                name: (kind.decode() if isinstance(kind, bytes) else str(kind))
+                for name, kind in zip(names, await pipe.execute(), strict=True)
+            }
+        sets = [n for n in names if kinds[n] == "set"]
+        copied = len(shards) > 1  # HyperLogLogs are copied under the campaign's tag
+        hlls = sorted(n for n in names if kinds[n] == "string")
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in sets:
+                pipe.smembers(name)
+            for name in hlls if copied else ():
+                pipe.get(name)
+            answers = await pipe.execute()
+        members: dict[str, set[bytes]] = dict(
+            zip(sets, answers[: len(sets)], strict=True)
+        )
+        raw: dict[str, bytes | None] = dict(
+            zip(hlls if copied else [], answers[len(sets) :], strict=True)
+        )
+        estimated_keys = set(hlls)
         scratch = f"{self.prefix}tmp:{uuid.uuid4().hex}:"
         made: list[str] = []
-        counts: list[int] = []
+        out: list[int] = []
+        at: dict[int, int] = {}  # group -> the place of its PFCOUNT's answer
+        queued = 0
         async with self.client.pipeline(transaction=False) as pipe:
             for g, group in enumerate(groups):
-                keys = []
-                for i in range(len(group) * len(self.shards)):
-                    value = next(values)
-                    if value is not None:
-                        key = f"{scratch}{g}:{i}"
-                        pipe.set(key, value, px=60_000)
-                        keys.append(key)
-                made.extend(keys)
-                if keys:
-                    pipe.execute_command("PFCOUNT", *keys)
-                counts.append(len(keys))
-            answers = await pipe.execute()
-        results = iter(a for a in answers if not isinstance(a, bool))
-        out = [int(next(results)) if n else 0 for n in counts]
+                keys = [p + k for k in group for p in shards]
+                union: set[bytes] = set()
+                for key in keys:
+                    union.update(members.get(key, ()))
+                out.append(len(union))
+                estimated = [key for key in keys if key in estimated_keys]
+                if not estimated and len(union) <= BUYERS_EXACT:
+                    continue
+                counted: list[str] = []
+                for i, key in enumerate(estimated):
+                    value = raw.get(key)
+                    if not copied:
+                        counted.append(key)
+                    elif value is not None:  # None: gone since its TYPE (a reset)
+                        counted.append(f"{scratch}{g}:{i}")
+                        made.append(counted[-1])
+                        pipe.set(counted[-1], value, px=60_000)
+                        queued += 1
+                if union:
+                    extra = f"{scratch}{g}:s"
+                    listed = sorted(union)
+                    for i in range(0, len(listed), 10_000):
+                        pipe.execute_command("PFADD", extra, *listed[i : i + 10_000])
+                        queued += 1
+                    pipe.pexpire(extra, 60_000)
+                    queued += 1
+                    counted.append(extra)
+                    made.append(extra)
+                if counted:
+                    # By name: redis-py's cluster pipeline refuses `.pfcount(*keys)`
+                    # in case the keys span slots; these share one.
+                    pipe.execute_command("PFCOUNT", *counted)
+                    at[g] = queued
+                    queued += 1
+            done = await pipe.execute() if queued else []
         if made:
             await self.client.unlink(*made)
+        for g, i in at.items():
+            out[g] = int(done[i])
         return out
 
     async def report(
         self, top: int | None = None, minutes: int = DEFAULT_MINUTES
     ) -> dict[str, Any]:
         # Brands and totals are sums of brand x channel and channel counters
-        # over the shards; buyers are unions of HyperLogLogs.
+        # over the shards; buyers are unions of buyers keys (count_unions).
         p, c = self.prefix, self.client
         if top is None:
             order = await self._every_brand()

@@ -383,8 +383,8 @@ end
 
 -- 6. The aggregated deltas: brand x channel, channel; buyers; rank.
 -- Only brand x channel is stored per brand: a brand's counters are the sum of
--- its channels and its buyers the union of its channels' HyperLogLogs (one
--- PFCOUNT over several keys), read when the report is built. Channel totals are
+-- its channels and its buyers the union of its channels' buyers keys, read
+-- when the report is built (streams/store.py:count_unions). Channel totals are
 -- summed here first, so each (channel, counter) is written once per batch.
 local brands = plan.b
 local channels = plan.n
@@ -392,7 +392,7 @@ must_be(P .. "sm:idx", "zset")
 must_be(ring_key, "list")
 
 local per_channel = {}    -- channel -> counters (with carries)
-local hll = {}            -- key -> list of user ids
+local hll = {}            -- buyers key -> list of user ids
 local gross_by_brand = {} -- brand index -> gross delta
 for k, d in pairs(delta) do
   local brand = brands[d[1] + 1]
@@ -525,14 +525,45 @@ for f, sums in pairs(cell_sums) do
   end
 end
 
--- Buyers go first among the writes, unchecked (one TYPE a brand would cost
--- as much as the adds): adding to a HyperLogLog is idempotent, so a step that
--- fails on a key of the wrong type here has changed nothing that its retry,
--- or any later step, would not add again.
+-- Buyers: a buyers key (u:bc:<brand>:<channel>, u:ch:<channel>,
+-- u:rg:<region>) is a set of user ids while it holds at most plan.be
+-- (streams/store.py:BUYERS_EXACT) of them, so a small brand's, channel's or
+-- region's buyers are exact; the add that takes it past the limit turns it
+-- into a HyperLogLog of the same members (a string, 12 KB once dense, within
+-- 2% from there on). Its type is read with the other checks, in section 8: a
+-- set, a HyperLogLog or nothing; anything else fails the step before any
+-- write. Buyers still go first among the writes and stay idempotent: adding
+-- members a key holds already changes neither a set nor a HyperLogLog, and
+-- the turn depends only on the members, not on the batches that brought
+-- them.
+local BUYERS_EXACT = plan.be
+local buyer_kind = {}  -- buyers key -> "set", "string" (a HyperLogLog), "none"
+local function check_buyers()
+  for key in pairs(hll) do
+    local t = redis.call("TYPE", key)
+    t = type(t) == "table" and t.ok or t
+    if t == "string" and redis.call("GETRANGE", key, 0, 3) ~= "HYLL" then
+      t = "string that is not a HyperLogLog"
+    end
+    if t ~= "none" and t ~= "set" and t ~= "string" then
+      return redis.error_reply("WRONGTYPE " .. key .. " holds a " .. t
+        .. ", not buyers (a set or a HyperLogLog): nothing was applied")
+    end
+    buyer_kind[key] = t
+  end
+  return nil
+end
 local function add_buyers()
   for key, users in pairs(hll) do
-    for i = 1, #users, 1000 do
-      redis.call("PFADD", key, unpack(users, i, math.min(i + 999, #users)))
+    if buyer_kind[key] == "string" then
+      chunked("PFADD", key, users)
+    else
+      chunked("SADD", key, users)
+      if redis.call("SCARD", key) > BUYERS_EXACT then
+        local members = redis.call("SMEMBERS", key)
+        redis.call("DEL", key)
+        chunked("PFADD", key, members)
+      end
     end
   end
 end
@@ -688,6 +719,12 @@ for key, w in pairs(pending) do
     end
   end
   updates[#updates + 1] = {key, args, exact}
+end
+do
+  local failed = check_buyers()
+  if failed then
+    return failed
+  end
 end
 for key, kind in pairs(expect) do
   local t = redis.call("TYPE", key)

@@ -19,7 +19,7 @@ FILE = STREAMS / f"{NAME}.jsonl.gz"
 
 
 def test_replay_report_check_and_reset_through_the_cli() -> None:
-    """With a worker running, `presale replay` publishes all 18,830 records of
+    """With a worker running, `presale replay` publishes all 18,794 records of
     `small`; `presale report` prints the table (title with the campaign, totals,
     a row for each of the 200 brands, highest gross first); `presale report
     --json --top 3` lists exactly the 3 biggest brands; `presale check` accepts

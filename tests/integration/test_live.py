@@ -1,4 +1,4 @@
-"""The live view on a worker that applied the `small` recording (18,830
+"""The live view on a worker that applied the `small` recording (18,794
 records): GET /api/live agrees with the full report, reads the alerts stream
 newest first, is cheaper than GET /report; the web page and its API answer GET
 only; `presale top --once` prints the same view; and the page, in headless
@@ -29,7 +29,7 @@ from tests.support.services import ROOT, STREAMS, Env, Worker, recording_env
 pytestmark = pytest.mark.integration
 
 FILE = STREAMS / "small.jsonl.gz"
-N_RECORDS = 18_830
+N_RECORDS = 18_794
 T0 = 1_760_529_600_000  # the small recording's campaign start
 SCREENSHOT = ROOT / "var" / "live-page.png"
 BRAND_FIELDS = (

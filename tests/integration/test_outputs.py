@@ -171,7 +171,7 @@ def check_metrics(
 
 
 def test_milestones_topic_report_endpoint_metrics_and_restart() -> None:
-    """Replaying `small` (18,830 records) with one worker:
+    """Replaying `small` (18,794 records) with one worker:
     (a) the milestones topic holds exactly one record per milestone of the report
     (253: 158 + 35 gmv_threshold, 60 yoy_double), each with the CONTRACT s4
     fields, the brand as key and a unique `presale-id` header, and the same
@@ -179,14 +179,14 @@ def test_milestones_topic_report_endpoint_metrics_and_restart() -> None:
     (b) GET /report (and ?top=3) is the object `presale report --json` (--top 3)
     prints, consumer_lag aside;
     (c) /metrics: presale_records_in_total by topic and type equals the
-    reference's count of each (summing to 18,830), rejected per reason equals
+    reference's count of each (summing to 18,794), rejected per reason equals
     dead_letters_by_reason (94), milestones per kind, the batch size and
-    duration histograms (sizes sum to 18,830; measured: 1 to 3 batches, < 1 s),
+    duration histograms (sizes sum to 18,794; measured: 1 to 3 batches, < 1 s),
     consumer lag 0 on all three topics, and no brand id among the label values;
     (d) after a stop, a start and a second replay of the same file into the same
     topics, every counter and milestone is unchanged (only dead_letters and
     out_of_window, which count records, double), the restarted worker read only
-    the 18,830 new records, and the topic still has one record per milestone."""
+    the 18,794 new records, and the topic still has one record per milestone."""
     env = Env(recording_env(NAME))
     want = json.loads((STREAMS / f"{NAME}.expected.json").read_text())
     inputs = inputs_by_topic_and_type()

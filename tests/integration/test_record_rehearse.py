@@ -156,12 +156,12 @@ def test_record_expect_rehearse_round_trip(tmp_path: Path) -> None:
     topics hold them; `presale expect` on it gives exactly the committed
     expected report (but milestones' crossed_at_ms: `same_but_crossed_at`);
     `presale rehearse` exits 0 and leaves no topic and no Redis key of its
-    campaign behind (measured: 8-12 s for the 18,830 records)."""
+    campaign behind (measured: 8-12 s for the 18,794 records)."""
     env = Env(recording_env("small"))
     env.replay(SMALL)
     out = tmp_path / "captured.jsonl.gz"
     printed = env.presale("record", "--quiet", str(out))
-    assert "recorded 18,830 records of 18 partitions" in printed
+    assert "recorded 18,794 records of 18 partitions" in printed
 
     captured = by_partition(out)
     for short in ("clicks", "carts", "orders"):
@@ -182,7 +182,7 @@ def test_record_expect_rehearse_round_trip(tmp_path: Path) -> None:
     print(f"rehearse of small: {time.monotonic() - started:.1f} s")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "PASS: the live report equals expect's" in done.stdout
-    assert "18,830 records" in done.stdout
+    assert "18,794 records" in done.stdout
     assert_cleaned_up(done.stdout)
 
 
@@ -240,7 +240,7 @@ def test_kcat_dump_of_a_committed_recording_rehearses(tmp_path: Path) -> None:
     env.replay(SMALL)
     dump = tmp_path / "small.kcat.jsonl"
     kcat_dump(env, dump)
-    assert sum(1 for _ in iter_entries(dump)) == 18_830
+    assert sum(1 for _ in iter_entries(dump)) == 18_794
 
     want = json.loads((STREAMS / "small.expected.json").read_text())
     got = json.loads(env.presale("expect", str(dump)))

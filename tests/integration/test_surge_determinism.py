@@ -174,7 +174,7 @@ def test_surge_recording_with_1_or_3_workers_and_a_kill() -> None:
 
 
 def test_first_hour_recording_with_1_or_3_workers_and_a_kill() -> None:
-    """`seeds/streams/first-hour.jsonl.gz` (135,424 records, 2 hours of event
+    """`seeds/streams/first-hour.jsonl.gz` (135,534 records, 2 hours of event
     time, no injected surge: the reference's detector raises nothing) read
     preloaded by 1 worker in batches of at most 2,000 records and by 3 of which
     one is killed: no alert in either, through minute 100 at least."""

@@ -97,7 +97,8 @@ def test_seed_facts(name: str) -> None:
 
 def test_first_hour_is_calibrated() -> None:
     """first-hour: 5,000 brands at scale 0.0001, 35 over ¥100M x 0.0001 =
-    1,000,000 fen, 1,802 doubled, ~55% of iPhone 17 Pro orders from 88VIP."""
+    1,000,000 fen, 1,802 doubled, ~55% of the flagship store's orders from
+    88VIP: the report's vip_share of brand `apple` (all its skus)."""
     got = measured("first-hour")
     assert got.settings["PRESALE_MILESTONES_FEN"] == "100000,1000000"
     first_hour = got.report["first_hour"]
@@ -105,6 +106,12 @@ def test_first_hour_is_calibrated() -> None:
     assert first_hour["brands_doubled"] == 1_802
     assert len(got.report["brands"]) == 5_000
     assert abs(got.summary["flagship"]["vip_share_pct"] - 55) <= 5
+    apple = next(b for b in got.report["brands"] if b["brand_id"] == "apple")
+    assert (apple["orders"], apple["vip_orders"]) == (
+        got.summary["flagship"]["orders"],
+        got.summary["flagship"]["vip_orders"],
+    )
+    assert abs(apple["vip_share"] - 0.55) <= 0.02
     assert 100_000 <= got.summary["records"] <= 400_000
 
 

@@ -486,7 +486,8 @@ def test_brands_sorted_by_gross_then_id() -> None:
 
 
 def test_measure_facts() -> None:
-    """Room traffic, flash-sale orders, conversion and the flagship vip share."""
+    """Room traffic, flash-sale orders, conversion and the flagship brand's vip
+    share: every sku of `apple` counts, each order once, and no other brand."""
     stream = [
         ev("click", S, channel="livestream", room_id="r1"),
         ev("click", S, channel="livestream", room_id="r1"),
@@ -497,8 +498,9 @@ def test_measure_facts() -> None:
         order(S, "o2", 1, "apple", sku_id="iphone17-pro"),
         order(S, "o2", 1, "apple", sku_id="iphone17-pro"),
         order(S, "o3", 1, "apple", sku_id="iphone17"),
-        order(S, "o4", 1, channel="flash_sale"),
+        order(S, "o4", 1, channel="flash_sale", vip=True),
         order(END_MS, "o5", 1, channel="flash_sale"),
+        order(END_MS, "o6", 1, "apple", sku_id="iphone17-pro", vip=True),
     ]
     chosen = campaign()
     facts = measure_facts(scan_records(records(*stream), chosen), chosen)
@@ -508,8 +510,9 @@ def test_measure_facts() -> None:
     assert facts["campaign_flash_sale_orders"] == 1
     assert (facts["campaign_orders"], facts["campaign_clicks"]) == (4, 5)
     assert facts["campaign_conversion"] == 0.8
-    assert (facts["flagship_orders"], facts["flagship_vip_orders"]) == (2, 1)
-    assert facts["flagship_vip_share"] == 0.5
+    assert facts["flagship_brand_id"] == "apple"
+    assert (facts["flagship_orders"], facts["flagship_vip_orders"]) == (3, 1)
+    assert facts["flagship_vip_share"] == 1 / 3
 
 
 # --------------------------------------------------------------------------
