@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 READY_S = 60.0
 # Candidate ports: a port and its cluster bus port (port + 10000) both below
@@ -133,8 +134,8 @@ def start_server(port: int, workdir: Path, *extra: str) -> subprocess.Popen[byte
     return proc
 
 
-def stop(procs: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
-    """SIGTERM each server still running, then SIGKILL what has not exited."""
+def stop(procs: list[subprocess.Popen[Any]], timeout: float = 20) -> None:
+    """SIGTERM each process still running, then SIGKILL what has not exited."""
     for p in procs:
         if p.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -167,6 +168,23 @@ def redis_server(
             stop([proc])
 
 
+def cluster_node_options(port: int) -> tuple[str, ...]:
+    """The redis-server options of a cluster node of ours: its files named by
+    its port (the nodes share one directory), so it starts again on them."""
+    return (
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        f"nodes-{port}.conf",
+        "--cluster-node-timeout",
+        "5000",
+        "--cluster-announce-ip",  # a lone node knows no address
+        "127.0.0.1",
+        "--appenddirname",
+        f"appendonly-{port}",
+    )
+
+
 @contextmanager
 def redis_cluster(masters: int = 3, *extra: str) -> Iterator[list[int]]:
     """A Redis Cluster of `masters` primaries (no replicas), slots split evenly
@@ -182,21 +200,7 @@ def redis_cluster(masters: int = 3, *extra: str) -> Iterator[list[int]]:
         try:
             for port in ports:
                 procs.append(
-                    start_server(
-                        port,
-                        Path(tmp),
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        f"nodes-{port}.conf",
-                        "--cluster-node-timeout",
-                        "5000",
-                        "--cluster-announce-ip",  # a lone node knows no address
-                        "127.0.0.1",
-                        "--appenddirname",  # the nodes share a directory
-                        f"appendonly-{port}",
-                        *extra,
-                    )
+                    start_server(port, Path(tmp), *cluster_node_options(port), *extra)
                 )
             for port in ports:
                 wait_for(

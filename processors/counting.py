@@ -272,10 +272,15 @@ class Plan:
     @property
     def rejected(self) -> dict[str, int]:
         """Rejected records by reason."""
-        counts: dict[str, int] = {}
-        for _tp, _offset, rejection in self.rejections:
-            counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
-        return counts
+        return by_reason(self.rejections)
+
+
+def by_reason(rejections: Iterable[Rejected]) -> dict[str, int]:
+    """Rejected records by reason."""
+    counts: dict[str, int] = {}
+    for _tp, _offset, rejection in rejections:
+        counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+    return counts
 
 
 # An id's 128-bit XXH3 hash: its low 64 bits, as a signed integer, are the
@@ -661,10 +666,8 @@ class ShardedPlan:
 
     @property
     def rejected(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for _tp, _offset, rejection in self.rejections:
-            counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
-        return counts
+        """Rejected records by reason."""
+        return by_reason(self.rejections)
 
 
 def plan_shards(

@@ -59,8 +59,15 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-APPLY_LUA: Final = resources.files("streams").joinpath("lua/apply.lua").read_text()
-FOLD_LUA: Final = resources.files("streams").joinpath("lua/fold.lua").read_text()
+
+def _script(name: str) -> str:
+    """A Lua script of the store, after the helpers they share (lua/common.lua)."""
+    lua = resources.files("streams").joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + lua.joinpath(name).read_text()
+
+
+APPLY_LUA: Final = _script("apply.lua")
+FOLD_LUA: Final = _script("fold.lua")
 # Folded aggregates a shard keeps in its stream: if the campaign's slot loses
 # its last writes (a master restarted from an AOF written every second), the
 # fold finds them there again.

@@ -26,31 +26,7 @@ local P = ARGV[1]
 local plan = cjson.decode(ARGV[2])
 local now_ms = ARGV[3]
 
-local function fmt(n)
-  return string.format("%.0f", n)
-end
-
--- unpack() is bounded by Lua's C stack (about 8,000 values): long argument
--- lists go in chunks.
-local CHUNK = 4000
-local function chunked(cmd, key, list, extra)
-  local out = {}
-  for i = 1, #list, CHUNK do
-    local j = math.min(i + CHUNK - 1, #list)
-    local part
-    if extra then
-      part = redis.call(cmd, key, extra, unpack(list, i, j))
-    else
-      part = redis.call(cmd, key, unpack(list, i, j))
-    end
-    if type(part) == "table" then
-      for k = 1, #part do
-        out[#out + 1] = part[k]
-      end
-    end
-  end
-  return out
-end
+-- fmt() and chunked() come from lua/common.lua.
 
 -- 1. Offsets: refuse the plan unless each partition's stored offset is the one
 -- the plan follows (the offset before its first record).

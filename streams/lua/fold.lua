@@ -35,23 +35,7 @@ local now_ms = ARGV[3]
 local max_regions = tonumber(ARGV[4])
 local folded_key = KEYS[1]
 
-local function fmt(n)
-  return string.format("%.0f", n)
-end
-
-local CHUNK = 4000
-local function chunked(cmd, key, list)
-  local out = {}
-  for i = 1, #list, CHUNK do
-    local part = redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
-    if type(part) == "table" then
-      for k = 1, #part do
-        out[#out + 1] = part[k]
-      end
-    end
-  end
-  return out
-end
+-- fmt() and chunked() come from lua/common.lua.
 
 -- Redis does not roll a script back when a command fails halfway: every key's
 -- type is checked before the first write.
@@ -100,13 +84,13 @@ local function watermark()
   -- latest 64 samples once there are 32, never moving back.
   local wm = tonumber(redis.call("HGET", meta, "watermark_ms") or "0")
   if ARGV[5] == "" then  -- one shard: its step keeps the watermark
-    return {string.format("%.0f", wm), "[]"}
+    return {fmt(wm), "[]"}
   end
   local samples = cjson.decode(ARGV[5])
   if #samples > 0 then
     local pushed = {}
     for i = 1, #samples do
-      pushed[i] = string.format("%.0f", samples[i])
+      pushed[i] = fmt(samples[i])
     end
     redis.call("LPUSH", ring_key, unpack(pushed))
     redis.call("LTRIM", ring_key, 0, RING - 1)
@@ -121,10 +105,10 @@ local function watermark()
     local median = sorted[math.floor((#sorted - 1) / 2) + 1]
     if median > wm then
       wm = median
-      redis.call("HSET", meta, "watermark_ms", string.format("%.0f", wm))
+      redis.call("HSET", meta, "watermark_ms", fmt(wm))
     end
   end
-  return {string.format("%.0f", wm), cjson.encode(ring)}
+  return {fmt(wm), cjson.encode(ring)}
 end
 
 if #todo == 0 then

@@ -8,34 +8,33 @@ independent reference expects and every milestone on its topic once.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
-from streams.check import check, milestone_set
+from bench.redis_servers import cluster_node_options, start_server, stop
+from tests.integration.helpers import assert_exact as assert_exact_of
+from tests.integration.helpers import finish as finish_replay
 from tests.support.redis_servers import redis_cluster
 from tests.support.services import STREAMS, Env, Worker, recording_env
-from tests.support.topics import read_all
 
 pytestmark = pytest.mark.integration
 
 NAME = "small"
 FILE = STREAMS / f"{NAME}.jsonl.gz"
 PACED = "300"
+CLUSTER_AOF = ("--appendonly", "yes", "--appendfsync", "always")
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[list[int]]:
     """3 masters, each keeping an AOF synced at every write: a master killed
     and started again comes back with everything it acknowledged."""
-    with redis_cluster(3, "--appendonly", "yes", "--appendfsync", "always") as ports:
+    with redis_cluster(3, *CLUSTER_AOF) as ports:
         yield ports
 
 
@@ -53,43 +52,12 @@ def cluster_env(ports: list[int]) -> Env:
     return env
 
 
-def expected(replays: int = 1) -> dict[str, Any]:
-    """The reference's report; records that are not facts (dead letters, out
-    of the window) count once per replay."""
-    want = json.loads((STREAMS / f"{NAME}.expected.json").read_text())
-    want["dead_letters"] *= replays
-    want["out_of_window"] *= replays
-    want["dead_letters_by_reason"] = {
-        k: v * replays for k, v in want["dead_letters_by_reason"].items()
-    }
-    return want
-
-
 def assert_exact(env: Env, alive: list[Worker], replays: int = 1) -> None:
-    live = env.wait_applied(timeout=240, alive=alive)
-    problems = check(live, expected(replays))
-    assert problems == [], problems[:12]
-    deadline = time.monotonic() + 150
-    while True:
-        records = read_all(env.topic("milestones"))
-        on_topic = {
-            (m["kind"], m["brand_id"], m["threshold_fen"])
-            for m in (json.loads(r.value) for r in records)
-        }
-        if on_topic == milestone_set(live) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert on_topic == milestone_set(live)
-    ids = Counter(dict(r.headers)["presale-id"] for r in records)
-    assert max(ids.values()) == 1, "a milestone was published twice"
+    assert_exact_of(env, alive, NAME, replays)
 
 
 def finish(replay: subprocess.Popen[str]) -> None:
-    try:
-        _out, err = replay.communicate(timeout=240)
-    finally:
-        replay.kill()
-    assert replay.returncode == 0, err[-2000:]
+    finish_replay(replay, timeout=240)
 
 
 def test_kills_and_a_rebalance_then_the_stream_again(cluster: list[int]) -> None:
@@ -124,42 +92,10 @@ def _restart_node(port: int) -> subprocess.Popen[bytes]:
     node = redis.Redis(port=port)
     pid = int(node.info("server")["process_id"])
     workdir = Path(node.config_get("dir")["dir"])
-    config_file = node.config_get("cluster-config-file")["cluster-config-file"]
-    aof_dir = node.config_get("appenddirname")["appenddirname"]
     node.close()
     subprocess.run(["kill", "-9", str(pid)], check=True)
     time.sleep(1.0)
-    return subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(workdir),
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            config_file,
-            "--cluster-node-timeout",
-            "5000",
-            "--cluster-announce-ip",
-            "127.0.0.1",
-            "--appendonly",
-            "yes",
-            "--appenddirname",
-            aof_dir,
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-            "--logfile",
-            str(workdir / f"redis-{port}-again.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return start_server(port, workdir, *cluster_node_options(port), *CLUSTER_AOF)
 
 
 def test_a_master_killed_and_restarted_from_its_aof(cluster: list[int]) -> None:
@@ -199,9 +135,4 @@ _stop_later: list[subprocess.Popen[bytes]] = []
 @pytest.fixture(scope="module", autouse=True)
 def _stop_restarted() -> Iterator[None]:
     yield
-    for proc in _stop_later:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop(_stop_later)

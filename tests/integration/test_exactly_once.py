@@ -9,20 +9,18 @@ milestones topic exactly once. `make chaos` runs the same with more faults
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
 import redis
 
-from streams.check import check, milestone_set
+from tests.integration.helpers import assert_exact as assert_exact_of
+from tests.integration.helpers import expected_report, finish
 from tests.support.services import REDIS, ROOT, STREAMS, Env, Worker, recording_env
-from tests.support.topics import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -34,53 +32,14 @@ FILE = STREAMS / f"{NAME}.jsonl.gz"
 # The recording spans about 130 minutes of event time; at 500x it takes about
 # 16 s to publish, long enough for the faults to land while records flow.
 PACED = "500"
-# How long the milestones may take to reach their topic after the report is exact.
-OUTBOX_WAIT_S = 150
 
 
 def expected(replays: int = 1) -> dict[str, Any]:
-    """The reference's report; a stream published `replays` times has its
-    rejected and out-of-window records that many times (they are records, not
-    facts: only facts are deduplicated)."""
-    want = json.loads((STREAMS / f"{NAME}.expected.json").read_text())
-    want["dead_letters"] *= replays
-    want["out_of_window"] *= replays
-    want["dead_letters_by_reason"] = {
-        k: v * replays for k, v in want["dead_letters_by_reason"].items()
-    }
-    return want
+    return expected_report(NAME, replays)
 
 
 def assert_exact(env: Env, alive: list[Worker], replays: int = 1) -> dict[str, Any]:
-    live = env.wait_applied(timeout=240, alive=alive)
-    assert check(live, expected(replays)) == []
-    # The outbox may still be publishing the last milestones: give it a moment.
-    # After a broker restart that can be a minute: the broker loads every
-    # partition of the run's earlier tests before it leads the milestones
-    # topic again, and the producer meanwhile hears NotEnoughReplicas.
-    deadline = time.monotonic() + OUTBOX_WAIT_S
-    while True:
-        records = read_all(env.topic("milestones"))
-        ids = Counter(dict(r.headers)["presale-id"].decode() for r in records)
-        on_topic = {
-            (m["kind"], m["brand_id"], m["threshold_fen"])
-            for m in (json.loads(r.value) for r in records)
-        }
-        if on_topic == milestone_set(live) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert on_topic == milestone_set(live)
-    assert max(ids.values()) == 1, "a milestone was published twice"
-    assert len(records) == len(live["milestones"])
-    return live
-
-
-def finish(replay: subprocess.Popen[str]) -> None:
-    try:
-        _out, err = replay.communicate(timeout=120)
-    finally:
-        replay.kill()
-    assert replay.returncode == 0, err[-2000:]
+    return assert_exact_of(env, alive, NAME, replays)
 
 
 def test_kill9_at_random_points_and_replay_twice() -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.redis_servers import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 STREAMS = ROOT / "seeds" / "streams"
 KAFKA = os.environ.get("PRESALE_KAFKA_BOOTSTRAP", "localhost:9092")
@@ -64,15 +66,7 @@ def one_line_error(done: subprocess.CompletedProcess[str], secret: str) -> str:
 
 def stop_processes(procs: list[subprocess.Popen[Any]], timeout: float = 30) -> None:
     """SIGTERM each process still running, then SIGKILL what has not exited."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=30)
+    stop(procs, timeout)
 
 
 def recording_env(name: str) -> dict[str, str]:
