@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.redis_servers import cluster_node_options, start_server, stop
+from bench.redis_servers import cluster_node_options, stop
 from tests.integration.helpers import assert_exact as assert_exact_of
 from tests.integration.helpers import finish as finish_replay
 from tests.support.redis_servers import redis_cluster
@@ -95,7 +95,25 @@ def _restart_node(port: int) -> subprocess.Popen[bytes]:
     node.close()
     subprocess.run(["kill", "-9", str(pid)], check=True)
     time.sleep(1.0)
-    return start_server(port, workdir, *cluster_node_options(port), *CLUSTER_AOF)
+    return subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            *cluster_node_options(port),
+            *CLUSTER_AOF,
+            "--save",
+            "",
+            "--logfile",
+            str(workdir / f"redis-{port}-again.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_a_master_killed_and_restarted_from_its_aof(cluster: list[int]) -> None:
