@@ -160,8 +160,8 @@ def encode_plan(
     """The plan in the compact JSON shape `lua/apply.lua` reads: `labels` are
     the plan's regions as decided (`plan.labels` when not given), `pending`
     1 for each not decided yet, `folded` the shard's last aggregate folded
-    already (its stream is trimmed to it), `watermark` the campaign's when
-    it keeps several shards."""
+    as the worker last saw (its stream keeps FOLD_KEEP before it),
+    `watermark` the campaign's when it keeps several shards."""
     click_groups, order_groups = _dedupe_groups(plan, rules.dedupe_horizon_ms)
     extra = {} if watermark is None else {"w": watermark}
     return orjson.dumps(
@@ -196,6 +196,7 @@ def encode_plan(
             "lp": [0] * len(plan.labels) if pending is None else pending,
             "la": plan.label_at,
             "ft": folded,
+            "fk": FOLD_KEEP,
             "dc": click_groups,
             "dr": order_groups,
             "ws": plan.samples,
@@ -626,7 +627,7 @@ class RedisStore:
                 self.rules,
                 labels,
                 pending,
-                max(0, self.folded.get(s, 0) - FOLD_KEEP),
+                self.folded.get(s, 0),
                 wm,
             )
             keys = step_keys(part, self.rules, prefix) if cluster else [prefix + "off"]
@@ -763,20 +764,20 @@ class RedisStore:
         between the steps) is read from the shard's stream and folded first."""
         todo = sorted(aggregates)
         holes: list[int] = []  # shards whose missing aggregates are gone for good
-        for _attempt in range(len(self.shards) + 3):
-            body = b",".join(b"[%d,%d,%s]" % (s, q, a) for s, q, a in todo)
+        # One Redis: the fold checks each aggregate against its shard's stream.
+        cluster = isinstance(self.client, RedisCluster)
+        shards = b"" if cluster else orjson.dumps(self.shards)
+        for _attempt in range(2 * len(self.shards) + 3):
             args: list[str | bytes | int] = [
                 self.prefix,
-                b'{"a":['
-                + body
-                + b'],"t":'
-                + orjson.dumps(targets)
-                + b',"k":'
-                + orjson.dumps(holes)
-                + b"}",
+                orjson.dumps(
+                    {"a": [[s, q] for s, q, _a in todo], "t": targets, "k": holes}
+                ),
                 now_ms,
                 self.rules.max_regions,
                 b"" if samples is None else orjson.dumps(samples),
+                shards,
+                *(a for _s, _q, a in todo),
             ]
             keys = [self.prefix + "folded"]
             try:
@@ -795,10 +796,21 @@ class RedisStore:
                     self.ring = [int(v) for v in orjson.loads(result[2])]
                 return [Milestone(**orjson.loads(r)) for r in result[3:]]
             shard, folded = int(result[1]), int(result[2])
+            if result[0] == b"lost":
+                # Redis lost the step that made one of the shard's aggregates
+                # here: the shard's stream says what it holds past `folded`.
+                log.warning(
+                    "shard %d: an aggregate to fold is not the one its stream"
+                    " holds (Redis lost its last writes); folding the stream's",
+                    shard,
+                )
+                self.folded[shard] = folded
+                todo = [e for e in todo if e[0] != shard]
             earlier = await self._unfolded(shard, folded, targets)
             have = {(s, q) for s, q, _a in todo}
             todo = sorted(todo + [e for e in earlier if (e[0], e[1]) not in have])
-            if not any(s == shard and q == folded + 1 for s, q, _a in todo):
+            first = min((q for s, q, _a in todo if s == shard), default=None)
+            if first is not None and first != folded + 1:
                 # The campaign's slot went back further than the shard keeps
                 # its folded aggregates (FOLD_KEEP): what they added to the
                 # rank and the first-hour GMV cannot be folded again.
@@ -809,6 +821,8 @@ class RedisStore:
                     folded,
                 )
                 holes.append(shard)
+            if not todo:
+                return []
         msg = "the fold step kept finding earlier aggregates; trying again"
         raise TryAgainError(msg)
 

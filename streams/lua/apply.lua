@@ -633,8 +633,11 @@ end
 -- 7. The aggregate lua/fold.lua moves to the campaign's slot: the batch's
 -- brands, its rooms (presale_distinct_ids{kind="rooms"}), each brand's gross
 -- GMV added (the rank) and its new first-hour orders {brand, amount, ts, at}
--- (the milestones). Appended to the shard's `agg` stream as entry "<seq>-1";
--- entries up to plan.ft, folded already, are trimmed.
+-- (the milestones). Appended to the shard's `agg` stream as entry "<seq>-1".
+-- The stream keeps plan.fk entries before plan.ft (the last folded, as the
+-- worker saw it), and never fewer than plan.fk before its own last: after
+-- Redis lost its last writes, a worker may have seen a fold the shard is now
+-- behind.
 local agg_key = P .. "agg"
 must_be(agg_key, "stream")
 local seq = 0
@@ -655,8 +658,9 @@ do
   for i in pairs(undecided) do
     regions[#regions + 1] = {resolved[i], fmt(pending_at[i])}
   end
+  local head = tonumber(redis.call("HGET", meta, "fold_seq") or "0")
   if #brands > 0 or #rooms > 0 then
-    seq = tonumber(redis.call("HGET", meta, "fold_seq") or "0") + 1
+    seq = head + 1
     local agg = {b = brands, r = ranked, f = firsts, m = rooms, p = regions}
     agg_json = cjson.encode(agg)
     later(function()
@@ -664,8 +668,9 @@ do
       redis.call("XADD", agg_key, fmt(seq) .. "-1", "a", agg_json)
     end)
   end
-  if plan.ft and plan.ft > 0 then
-    later(function() redis.call("XTRIM", agg_key, "MINID", fmt(plan.ft + 1)) end)
+  local keep_from = math.min(plan.ft, head) - plan.fk + 1
+  if keep_from > 1 then
+    later(function() redis.call("XTRIM", agg_key, "MINID", fmt(keep_from)) end)
   end
 end
 

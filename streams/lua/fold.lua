@@ -12,11 +12,15 @@
 --
 -- KEYS[1]  the campaign's `folded` hash; every key shares the campaign's slot
 -- ARGV[1]  the campaign's key prefix
--- ARGV[2]  JSON: {"a": [[shard, seq, aggregate]...] (each shard's in sequence
---          order), "t": {brand: [[kind, threshold]...]}}; an aggregate is
---          {"b": brands, "r": [[brand, gross]...], "f": [[brand, amount, ts,
---          at]...], "m": rooms}: "f" lists the shard's new first-hour orders,
---          "at" their order in the batch (aggregates of one batch merge by it)
+-- ARGV[2]  JSON: {"a": [[shard, seq]...] (each shard's in sequence order),
+--          "t": {brand: [[kind, threshold]...]}, "k": [shard...]}
+-- ARGV[6]  JSON: every shard's key prefix, when the shards' keys are on this
+--          server too (one Redis); empty on a Redis Cluster
+-- ARGV[7...] the aggregates of "a", in its order, as the shards' steps wrote
+--          them: {"b": brands, "r": [[brand, gross]...], "f": [[brand, amount,
+--          ts, at]...], "m": rooms}: "f" lists the shard's new first-hour
+--          orders, "at" their order in the batch (aggregates of one batch
+--          merge by it)
 -- ARGV[3]  wall-clock now in ms (milestones' detected_at_ms)
 -- ARGV[4]  PRESALE_MAX_REGIONS: regions counted under a name not decided yet
 --          (an aggregate's "p": [[region, at]...]) are admitted, in batch
@@ -26,8 +30,16 @@
 --          keeps its latest 64 in `wm` and its watermark in `meta`, as one
 --          shard's step does; processors/counting.py:watermark_from)
 --
--- Returns {"ok", watermark_ms, ring_json, milestone_json...} or {"gap",
--- shard, folded}.
+-- With the shards' prefixes, an aggregate is folded only if its shard's stream
+-- still holds it as given: when Redis lost its last writes (a restart from an
+-- AOF written every second) between a step and its fold, the worker holds an
+-- aggregate no shard made any more; its records are applied again, and their
+-- new aggregate may take the same sequence number. Such a fold answers
+-- {"lost", shard, folded} before any write: the caller takes that shard's
+-- aggregates from its stream instead.
+--
+-- Returns {"ok", watermark_ms, ring_json, milestone_json...}, {"gap", shard,
+-- folded} or {"lost", shard, folded}.
 
 local P = ARGV[1]
 local input = cjson.decode(ARGV[2])
@@ -54,23 +66,34 @@ end
 -- 1. Which aggregates are new; refuse a hole before writing anything, but
 -- where the caller found the missing aggregates gone for good (input.k).
 local last = {}
+local stored = {}
 local todo = {}
 local gone = {}
 for _, shard in ipairs(input.k or {}) do
   gone[tostring(shard)] = true
 end
-for _, a in ipairs(input.a) do
+local shard_prefixes = ARGV[6] ~= "" and cjson.decode(ARGV[6]) or nil
+for i, a in ipairs(input.a) do
   local shard, seq = tostring(a[1]), a[2]
   if last[shard] == nil then
     last[shard] = tonumber(redis.call("HGET", folded_key, shard) or "0")
+    stored[shard] = last[shard]
   end
   if seq > last[shard] + 1 and gone[shard] then
     last[shard] = seq - 1
     gone[shard] = nil
   end
   if seq == last[shard] + 1 then
+    local raw = ARGV[6 + i]
+    if shard_prefixes then
+      local id = fmt(seq) .. "-1"
+      local held = redis.call("XRANGE", shard_prefixes[a[1] + 1] .. "agg", id, id)
+      if #held == 0 or held[1][2][2] ~= raw then
+        return {"lost", shard, fmt(stored[shard])}
+      end
+    end
     last[shard] = seq
-    todo[#todo + 1] = a[3]
+    todo[#todo + 1] = cjson.decode(raw)
   elseif seq > last[shard] + 1 then
     return {"gap", shard, fmt(last[shard])}
   end

@@ -162,3 +162,71 @@ def saved_any(prefix: str, url: str) -> bool:
         return bool(client.hlen(prefix + "ms"))
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(("shards", "depth"), [(1, 1), (1, 6), (6, 1), (6, 6)])
+def test_redis_loses_a_step_before_its_fold(
+    shards: int, depth: int, step_redis_url: str
+) -> None:
+    """Redis loses its last writes, all of them (a restart from an AOF written
+    every second), after a batch's steps and before its fold: the worker still
+    holds the batch's aggregates, but the shards no longer hold the step that
+    made them. The fold must not take them (the records are applied again, and
+    make new ones), nor skip what the shards append next; `depth` batches are
+    lost. The report ends as the reference's."""
+    settings = Settings.from_env(recording_env(NAME))
+    campaign = replace(settings.rules, state_shards=shards)
+    want = json.loads((STREAMS / f"{NAME}.expected.json").read_text())
+    records, partitions = recorded(settings)
+    tag = uuid.uuid4().hex
+    prefix = f"t:{{{tag}}}:"
+    everything = f"t:\\{{{tag}*"  # the campaign's keys and its shards'
+    client = redis.Redis.from_url(step_redis_url)
+    size = 4_000
+    lose_at = len(records) // size // 2
+
+    async def run() -> dict[str, Any]:
+        store = RedisStore.from_url(step_redis_url, prefix, campaign)
+        saved: dict[bytes, bytes] = {}
+        fold = store._fold
+        lost = 0
+
+        async def fold_after_a_loss(**kwargs: Any) -> Any:
+            nonlocal lost
+            if not lost:  # back to `depth` batches ago, then the fold
+                for key in list(client.scan_iter(everything)):
+                    client.delete(key)
+                for key, value in saved.items():
+                    client.restore(key, 0, value)
+                lost += 1
+            return await fold(**kwargs)
+
+        try:
+            position, n, stale = 0, 0, 0
+            while position < len(records):
+                if n == lose_at - depth + 1:  # every key as of now
+                    saved = {k: client.dump(k) for k in client.scan_iter(everything)}
+                if n == lose_at:
+                    store._fold = fold_after_a_loss
+                batch = records[position : position + size]
+                applied = await store.applied_offsets(partitions)
+                result = await store.apply(store.plan(batch, applied), 0)
+                store._fold = fold
+                n += 1
+                if type(result).__name__ == "Stale":  # read again from the offsets
+                    stale += 1
+                    position = _resume_at(
+                        records, await store.applied_offsets(partitions)
+                    )
+                    continue
+                assert type(result).__name__ == "Applied", result
+                position += len(batch)
+            assert lost == 1
+            await store.fold_pending(0)
+            return await store.report()
+        finally:
+            await store.close()
+
+    live = asyncio.run(run())
+    client.close()
+    assert check(live, want) == []
