@@ -437,6 +437,10 @@ class RedisStore:
         self.rules = rules
         self.layout = Layout(prefix, rules.state_shards)
         self.shards = self.layout.shard
+        self.cluster = isinstance(client, RedisCluster)
+        # On one Redis the fold reads the shards' streams to check each
+        # aggregate it is given (lua/fold.lua); on a cluster it cannot.
+        self._fold_shards = b"" if self.cluster else orjson.dumps(self.shards)
         # Each shard's offsets as last read or moved by this store's steps.
         self.shard_applied: list[dict[str, int]] = [{} for _ in self.shards]
         # Each shard's last aggregate known folded (its stream is trimmed to it).
@@ -616,7 +620,6 @@ class RedisStore:
         """Each part's keys and payload (`samples`: several shards' batch)."""
         wm = None if samples is None else await self._watermark(samples)
         resolved = await self._labels(parts) if any(p.labels for _s, p in parts) else {}
-        cluster = isinstance(self.client, RedisCluster)
         out = []
         for s, part in parts:
             prefix = self.shards[s]
@@ -630,7 +633,11 @@ class RedisStore:
                 self.folded.get(s, 0),
                 wm,
             )
-            keys = step_keys(part, self.rules, prefix) if cluster else [prefix + "off"]
+            keys = (
+                step_keys(part, self.rules, prefix)
+                if self.cluster
+                else [prefix + "off"]
+            )
             out.append((s, part, keys, payload))
         return out
 
@@ -764,9 +771,6 @@ class RedisStore:
         between the steps) is read from the shard's stream and folded first."""
         todo = sorted(aggregates)
         holes: list[int] = []  # shards whose missing aggregates are gone for good
-        # One Redis: the fold checks each aggregate against its shard's stream.
-        cluster = isinstance(self.client, RedisCluster)
-        shards = b"" if cluster else orjson.dumps(self.shards)
         for _attempt in range(2 * len(self.shards) + 3):
             args: list[str | bytes | int] = [
                 self.prefix,
@@ -776,7 +780,7 @@ class RedisStore:
                 now_ms,
                 self.rules.max_regions,
                 b"" if samples is None else orjson.dumps(samples),
-                shards,
+                self._fold_shards,
                 *(a for _s, _q, a in todo),
             ]
             keys = [self.prefix + "folded"]
@@ -1126,7 +1130,7 @@ class RedisStore:
         deleted = 0
         for prefix in self.layout.scan_prefixes:
             scan: dict[str, Any] = {"match": glob_escape(prefix) + "*", "count": 1000}
-            if isinstance(self.client, RedisCluster):
+            if isinstance(self.client, RedisCluster):  # narrows the type
                 # One shard: every key shares the campaign's hash tag, so only
                 # the node that owns its slot is scanned; several: every primary.
                 scan["target_nodes"] = (
@@ -1153,7 +1157,7 @@ class RedisStore:
 
     async def _unlink(self, keys: list[bytes]) -> int:
         """UNLINK keys that may span slots (one call per key on a cluster)."""
-        if isinstance(self.client, RedisCluster) and len(self.shards) > 1:
+        if self.cluster and len(self.shards) > 1:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     # by name: the cluster client's `unlink` splits keys by slot

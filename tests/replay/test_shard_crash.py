@@ -27,7 +27,7 @@ from streams.check import check
 from streams.codecs import decode
 from streams.recordings import iter_records
 from streams.settings import Settings
-from streams.store import RedisStore
+from streams.store import RedisStore, glob_escape
 from tests.support.services import STREAMS, recording_env
 
 NAME = "first-hour"
@@ -123,6 +123,7 @@ def test_the_campaigns_slot_loses_its_last_folds(step_redis_url: str) -> None:
     records, partitions = recorded(settings)
     prefix = f"t:{{{uuid.uuid4().hex}}}:"
     client = redis.Redis.from_url(step_redis_url)
+    own = glob_escape(prefix) + "*"  # the campaign's own keys, not its shards'
     batches = [records[i : i + 4_000] for i in range(0, len(records), 4_000)]
 
     async def run() -> dict[str, Any]:
@@ -131,12 +132,9 @@ def test_the_campaigns_slot_loses_its_last_folds(step_redis_url: str) -> None:
         try:
             for n, batch in enumerate(batches):
                 if n == len(batches) // 2:  # the campaign's keys as of now
-                    saved = {k: client.dump(k) for k in client.scan_iter(_glob(prefix))}
+                    saved = _saved(client, own)
                 if n == len(batches) // 2 + 3:  # ...and back there
-                    for key in list(client.scan_iter(_glob(prefix))):
-                        client.delete(key)
-                    for key, value in saved.items():
-                        client.restore(key, 0, value)
+                    _put_back(client, own, saved)
                 applied = await store.applied_offsets(partitions)
                 result = await store.apply(store.plan(batch, applied), 0)
                 assert type(result).__name__ == "Applied", result
@@ -150,9 +148,18 @@ def test_the_campaigns_slot_loses_its_last_folds(step_redis_url: str) -> None:
     assert check(live, want) == []
 
 
-def _glob(prefix: str) -> str:
-    """The campaign's own keys (not its shards'), as a SCAN pattern."""
-    return prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+def _saved(client: redis.Redis, pattern: str) -> dict[bytes, bytes]:
+    """The keys `pattern` matches, dumped."""
+    return {k: client.dump(k) for k in client.scan_iter(pattern)}
+
+
+def _put_back(client: redis.Redis, pattern: str, saved: dict[bytes, bytes]) -> None:
+    """The keys `pattern` matches as they were saved, as Redis would have them
+    after losing its writes since: later keys gone, earlier ones restored."""
+    for key in list(client.scan_iter(pattern)):
+        client.delete(key)
+    for key, value in saved.items():
+        client.restore(key, 0, value)
 
 
 def saved_any(prefix: str, url: str) -> bool:
@@ -180,7 +187,7 @@ def test_redis_loses_a_step_before_its_fold(
     records, partitions = recorded(settings)
     tag = uuid.uuid4().hex
     prefix = f"t:{{{tag}}}:"
-    everything = f"t:\\{{{tag}*"  # the campaign's keys and its shards'
+    everything = glob_escape(f"t:{{{tag}") + "*"  # the campaign's keys and its shards'
     client = redis.Redis.from_url(step_redis_url)
     size = 4_000
     lose_at = len(records) // size // 2
@@ -194,18 +201,15 @@ def test_redis_loses_a_step_before_its_fold(
         async def fold_after_a_loss(**kwargs: Any) -> Any:
             nonlocal lost
             if not lost:  # back to `depth` batches ago, then the fold
-                for key in list(client.scan_iter(everything)):
-                    client.delete(key)
-                for key, value in saved.items():
-                    client.restore(key, 0, value)
+                _put_back(client, everything, saved)
                 lost += 1
             return await fold(**kwargs)
 
         try:
-            position, n, stale = 0, 0, 0
+            position, n = 0, 0
             while position < len(records):
                 if n == lose_at - depth + 1:  # every key as of now
-                    saved = {k: client.dump(k) for k in client.scan_iter(everything)}
+                    saved = _saved(client, everything)
                 if n == lose_at:
                     store._fold = fold_after_a_loss
                 batch = records[position : position + size]
@@ -214,7 +218,6 @@ def test_redis_loses_a_step_before_its_fold(
                 store._fold = fold
                 n += 1
                 if type(result).__name__ == "Stale":  # read again from the offsets
-                    stale += 1
                     position = _resume_at(
                         records, await store.applied_offsets(partitions)
                     )
