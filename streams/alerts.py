@@ -40,6 +40,7 @@ from processors.surge import (
 )
 from streams.errors import PresaleError
 from streams.metrics import Metrics
+from streams.retry import TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +316,9 @@ class SurgeJudge:
                     )
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep judging through Redis blips
+            except TRANSIENT as exc:  # Redis away: one line, judged again
+                log.warning("surge judging failed (%r); retrying in 1 s", exc)
+                await asyncio.sleep(1.0)
+            except Exception:  # anything else: its traceback, and go on judging
                 log.exception("surge judging failed; retrying in 1 s")
                 await asyncio.sleep(1.0)

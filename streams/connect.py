@@ -9,11 +9,66 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams.settings import Settings
 
 # Both kinds of Redis client answer the same commands the store and outbox use.
 RedisClient = aioredis.Redis | RedisCluster
+
+
+class _ClosedUnderUs:
+    """A connection closed by another task while this one writes or reads on
+    it fails with ConnectionError, which every caller retries.
+
+    redis-py 8.1.0 lets such a write or read fail with AttributeError or
+    TypeError ('NoneType' object has no attribute 'writelines'): the shared
+    client is used by concurrent tasks (the step's shards, the fold, the lag
+    timer, the outbox, the surge judge), and on a CLUSTERDOWN answer the
+    Cluster client closes every connection, in use or not. Fixed upstream
+    (redis-py issue 4287), not in a release yet. Inside these two calls the
+    only objects touched are the transport's, so those two errors mean the
+    connection is gone; anything else passes unchanged.
+    """
+
+    async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
+        except (AttributeError, TypeError) as exc:
+            msg = f"the connection was closed while a command was sent ({exc})"
+            raise RedisConnectionError(msg) from exc
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except (AttributeError, TypeError) as exc:
+            msg = f"the connection was closed while an answer was read ({exc})"
+            raise RedisConnectionError(msg) from exc
+
+
+class GuardedConnection(_ClosedUnderUs, Connection):
+    """A TCP connection, closed under us as ConnectionError."""
+
+
+class GuardedSSLConnection(_ClosedUnderUs, SSLConnection):
+    """A TLS connection, closed under us as ConnectionError."""
+
+
+def _guard_cluster(client: RedisCluster) -> RedisCluster:
+    """Every connection the Cluster client opens, now or to a node it finds
+    later, of the guarded class. Its constructor takes no connection class:
+    the one it chose is swapped in the options its nodes are made from (one
+    dict, shared by the client and its node manager) and in the nodes made so
+    far, which have opened nothing yet (tests/streams/test_connect.py checks
+    every connection a real Cluster's client opened)."""
+    options = client.nodes_manager.connection_kwargs
+    tls = options.get("connection_class") is SSLConnection
+    guarded = GuardedSSLConnection if tls else GuardedConnection
+    options["connection_class"] = guarded
+    for node in client.startup_nodes:
+        node.connection_class = guarded
+    return client
 
 
 def redis_client(settings: Settings) -> RedisClient:
@@ -30,9 +85,13 @@ def redis_client(settings: Settings) -> RedisClient:
     if settings.redis_tls_ca_file:
         options["ssl_ca_certs"] = settings.redis_tls_ca_file
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **options)
+        return _guard_cluster(RedisCluster.from_url(settings.redis_url, **options))
+    tls = settings.redis_url.startswith("rediss://")
     return aioredis.Redis.from_url(
-        settings.redis_url, health_check_interval=30, **options
+        settings.redis_url,
+        health_check_interval=30,
+        connection_class=GuardedSSLConnection if tls else GuardedConnection,
+        **options,
     )
 
 
