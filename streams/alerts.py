@@ -316,9 +316,9 @@ class SurgeJudge:
                     )
             except asyncio.CancelledError:
                 raise
-            except TRANSIENT as exc:  # Redis away: one line, judged again
-                log.warning("surge judging failed (%r); retrying in 1 s", exc)
-                await asyncio.sleep(1.0)
-            except Exception:  # anything else: its traceback, and go on judging
-                log.exception("surge judging failed; retrying in 1 s")
+            except Exception as exc:  # keep judging; a Redis blip in one line
+                if isinstance(exc, TRANSIENT):
+                    log.warning("surge judging failed (%r); retrying in 1 s", exc)
+                else:
+                    log.exception("surge judging failed; retrying in 1 s")
                 await asyncio.sleep(1.0)

@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams.settings import Settings
@@ -55,19 +60,39 @@ class GuardedSSLConnection(_ClosedUnderUs, SSLConnection):
     """A TLS connection, closed under us as ConnectionError."""
 
 
-def _guard_cluster(client: RedisCluster) -> RedisCluster:
-    """Every connection the Cluster client opens, now or to a node it finds
-    later, of the guarded class. Its constructor takes no connection class:
-    the one it chose is swapped in the options its nodes are made from (one
-    dict, shared by the client and its node manager) and in the nodes made so
-    far, which have opened nothing yet (tests/streams/test_connect.py checks
-    every connection a real Cluster's client opened)."""
-    options = client.nodes_manager.connection_kwargs
-    tls = options.get("connection_class") is SSLConnection
-    guarded = GuardedSSLConnection if tls else GuardedConnection
-    options["connection_class"] = guarded
-    for node in client.startup_nodes:
-        node.connection_class = guarded
+class GuardedUnixConnection(_ClosedUnderUs, UnixDomainSocketConnection):
+    """A Unix socket connection, closed under us as ConnectionError."""
+
+
+C = TypeVar("C", aioredis.Redis, RedisCluster)
+
+# The class a client chose from its URL -> the same, guarded.
+_GUARDED: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: GuardedConnection,
+    SSLConnection: GuardedSSLConnection,
+    UnixDomainSocketConnection: GuardedUnixConnection,
+}
+
+
+def guard(client: C) -> C:
+    """`client`, every connection it opens from now on of the guarded kind of
+    the class it chose from its URL (TCP, TLS or a Unix socket). Both kinds of
+    client open connections lazily, from a class they keep: one Redis in its
+    pool, a Cluster in the options its nodes are made from (one dict, shared
+    by the client and its node manager) and in the nodes made so far. The
+    Cluster's constructor takes no connection class, so it is swapped there
+    (tests/integration/test_redis_closed_under_us.py checks every connection
+    a real Cluster's client opened)."""
+    if isinstance(client, RedisCluster):
+        options = client.nodes_manager.connection_kwargs
+        guarded = _GUARDED[options.get("connection_class", Connection)]
+        assert issubclass(guarded, Connection)  # a Cluster speaks TCP or TLS
+        options["connection_class"] = guarded
+        for node in client.startup_nodes:
+            node.connection_class = guarded
+    else:
+        pool = client.connection_pool
+        pool.connection_class = _GUARDED[pool.connection_class]
     return client
 
 
@@ -85,13 +110,9 @@ def redis_client(settings: Settings) -> RedisClient:
     if settings.redis_tls_ca_file:
         options["ssl_ca_certs"] = settings.redis_tls_ca_file
     if settings.redis_cluster:
-        return _guard_cluster(RedisCluster.from_url(settings.redis_url, **options))
-    tls = settings.redis_url.startswith("rediss://")
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        health_check_interval=30,
-        connection_class=GuardedSSLConnection if tls else GuardedConnection,
-        **options,
+        return guard(RedisCluster.from_url(settings.redis_url, **options))
+    return guard(
+        aioredis.Redis.from_url(settings.redis_url, health_check_interval=30, **options)
     )
 
 

@@ -45,7 +45,7 @@ from processors.events import CHANNELS
 from processors.milestones import Milestone
 from processors.state import COUNTERS, Applied, CampaignState, Stale, apply_plan
 from processors.surge import CLOCK_CHUNK_OFFSETS, CLOCK_MIN_EVENTS
-from streams.connect import GuardedConnection, redis_client
+from streams.connect import guard, redis_client
 from streams.errors import RedisUnavailable, RulesMismatch
 from streams.keys import Layout
 from streams.report import (
@@ -459,13 +459,9 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, prefix: str, rules: CampaignRules) -> RedisStore:
         client = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=5,
-            socket_timeout=30,
-            health_check_interval=30,
-            connection_class=GuardedConnection,
+            url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
         )
-        return cls(client, prefix, rules)
+        return cls(guard(client), prefix, rules)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
