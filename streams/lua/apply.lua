@@ -8,7 +8,7 @@
 --
 -- KEYS[1]  the shard's offsets hash ("<prefix>off"); every key shares its slot
 -- ARGV[1]  the shard's key prefix, e.g. "presale:{d11-2025}:"
--- ARGV[2]  the plan as JSON (streams/store.py:encode_plan)
+-- ARGV[2]  the plan as MessagePack (streams/store.py:encode_plan)
 -- ARGV[3]  wall-clock now in ms (milestones' detected_at_ms)
 --
 -- Returns {"stale", partition, applied_offset} and changes nothing when the plan
@@ -23,7 +23,7 @@
 -- nothing, and a step whose offsets are stored was applied whole.
 
 local P = ARGV[1]
-local plan = cjson.decode(ARGV[2])
+local plan = cmsgpack.unpack(ARGV[2])
 local now_ms = ARGV[3]
 
 -- fmt() and chunked() come from lua/common.lua.
@@ -367,6 +367,7 @@ local channels = plan.n
 must_be(P .. "sm:idx", "zset")
 must_be(ring_key, "list")
 
+local brand_of_key = {}   -- "<prefix>bc:<brand>" -> brand (section 8)
 local per_channel = {}    -- channel -> counters (with carries)
 local hll = {}            -- buyers key -> list of user ids
 local gross_by_brand = {} -- brand index -> gross delta
@@ -374,6 +375,7 @@ for k, d in pairs(delta) do
   local brand = brands[d[1] + 1]
   local ch = channels[d[2] + 1]
   local bckey = P .. "bc:" .. brand
+  brand_of_key[bckey] = brand
   local totals = per_channel[ch]
   if not totals then
     totals = {}
@@ -630,55 +632,23 @@ for tp, pc in pairs(plan.pc) do
   end
 end
 
--- 7. The aggregate lua/fold.lua moves to the campaign's slot: the batch's
--- brands, its rooms (presale_distinct_ids{kind="rooms"}), each brand's gross
--- GMV added (the rank) and its new first-hour orders {brand, amount, ts, at}
--- (the milestones). Appended to the shard's `agg` stream as entry "<seq>-1".
--- The stream keeps plan.fk entries before plan.ft (the last folded, as the
--- worker saw it), and never fewer than plan.fk before its own last: after
--- Redis lost its last writes, a worker may have seen a fold the shard is now
--- behind.
+-- 8. Read the counter hashes; check the type of every key only written.
 local agg_key = P .. "agg"
 must_be(agg_key, "stream")
-local seq = 0
-local agg_json = ""
-do
-  local ranked, firsts = {}, {}
-  for b, g in pairs(gross_by_brand) do
-    ranked[#ranked + 1] = {brands[b + 1], fmt(g)}
-  end
-  for b, s in pairs(steps) do
-    for i = 1, #s do
-      -- numbers as text: cjson writes 14 significant digits
-      firsts[#firsts + 1] = {brands[b + 1], fmt(s[i][1]), fmt(s[i][2]), fmt(s[i][3])}
-    end
-  end
-  local rooms = plan.rm or {}
-  local regions = {}
-  for i in pairs(undecided) do
-    regions[#regions + 1] = {resolved[i], fmt(pending_at[i])}
-  end
-  local head = tonumber(redis.call("HGET", meta, "fold_seq") or "0")
-  if #brands > 0 or #rooms > 0 then
-    seq = head + 1
-    local agg = {b = brands, r = ranked, f = firsts, m = rooms, p = regions}
-    agg_json = cjson.encode(agg)
-    later(function()
-      redis.call("HSET", meta, "fold_seq", fmt(seq))
-      redis.call("XADD", agg_key, fmt(seq) .. "-1", "a", agg_json)
-    end)
-  end
-  local keep_from = math.min(plan.ft, head) - plan.fk + 1
-  if keep_from > 1 then
-    later(function() redis.call("XTRIM", agg_key, "MINID", fmt(keep_from)) end)
-  end
-end
-
--- 8. Read the counter hashes; check the type of every key only written.
 local updates = {}  -- {key, field, value} for HSET; {key, field, delta} exact adds
+local known_brand = {}  -- brand -> true: its counters hash here held a field
 for key, w in pairs(pending) do
   local fields, los, his = w[1], w[2], w[3]
   local current = chunked("HMGET", key, fields)
+  local brand = brand_of_key[key]
+  if brand and not known_brand[brand] then
+    for k = 1, #fields do
+      if current[k] then
+        known_brand[brand] = true
+        break
+      end
+    end
+  end
   local args, exact = {}, {}
   for k = 1, #fields do
     local v = current[k]
@@ -701,6 +671,60 @@ for key, w in pairs(pending) do
   end
   updates[#updates + 1] = {key, args, exact}
 end
+-- 7. The aggregate lua/fold.lua moves to the campaign's slot: the batch's
+-- brands this shard may not have met before (below), its rooms
+-- (presale_distinct_ids{kind="rooms"}), each brand's gross GMV added (the
+-- rank) and its new first-hour orders {brand, amount, ts, at} (the
+-- milestones). Appended to the shard's `agg` stream as entry "<seq>-1".
+-- The stream keeps plan.fk entries before plan.ft (the last folded, as the
+-- worker saw it), and never fewer than plan.fk before its own last: after
+-- Redis lost its last writes, a worker may have seen a fold the shard is now
+-- behind.
+local seq = 0
+local agg_json = ""
+do
+  local ranked, firsts = {}, {}
+  for b, g in pairs(gross_by_brand) do
+    ranked[#ranked + 1] = {brands[b + 1], fmt(g)}
+  end
+  for b, s in pairs(steps) do
+    for i = 1, #s do
+      -- numbers as text: cjson writes 14 significant digits
+      firsts[#firsts + 1] = {brands[b + 1], fmt(s[i][1]), fmt(s[i][2]), fmt(s[i][3])}
+    end
+  end
+  local rooms = plan.rm or {}
+  local regions = {}
+  for i in pairs(undecided) do
+    regions[#regions + 1] = {resolved[i], fmt(pending_at[i])}
+  end
+  local head = tonumber(redis.call("HGET", meta, "fold_seq") or "0")
+  if #brands > 0 or #rooms > 0 then
+    seq = head + 1
+    -- A brand goes to the fold (the campaign's `brands` set) unless its
+    -- counters hash in this shard already held one of the fields this batch
+    -- adds to (section 8): the step that first wrote that hash sent it. So a
+    -- brand is sent by the first batches that count it in the shard, not by
+    -- every batch (a brand sent again is harmless: `brands` is a set).
+    local news = {}
+    for i = 1, #brands do
+      if not known_brand[brands[i]] then
+        news[#news + 1] = brands[i]
+      end
+    end
+    local agg = {b = news, r = ranked, f = firsts, m = rooms, p = regions}
+    agg_json = cjson.encode(agg)
+    later(function()
+      redis.call("HSET", meta, "fold_seq", fmt(seq))
+      redis.call("XADD", agg_key, fmt(seq) .. "-1", "a", agg_json)
+    end)
+  end
+  local keep_from = math.min(plan.ft, head) - plan.fk + 1
+  if keep_from > 1 then
+    later(function() redis.call("XTRIM", agg_key, "MINID", fmt(keep_from)) end)
+  end
+end
+
 do
   local failed = check_buyers()
   if failed then
