@@ -111,6 +111,9 @@ class Master:
     slowlog_max_us: int = 0  # the longest command
     script_commands: int = 0  # logged commands run by a script (not counted)
     slowlog_lost: int = 0  # entries the log dropped before they were read
+    # INFO commandstats over the run: command -> µs inside Redis (a script's
+    # own commands counted apart and inside their EVALSHA's µs as well)
+    command_us: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -189,6 +192,26 @@ class SizeResult:
 async def cpu_us(client: aioredis.Redis) -> float:
     info = await client.info("cpu")
     return (float(info["used_cpu_sys"]) + float(info["used_cpu_user"])) * 1e6
+
+
+async def command_us(client: aioredis.Redis) -> dict[str, int]:
+    """Each command's µs inside Redis since the last CONFIG RESETSTAT."""
+    info = await client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(stats["usec"])
+        for name, stats in info.items()
+        if isinstance(stats, dict) and "usec" in stats
+    }
+
+
+def top_commands(nodes: list[Master], records: int, n: int = 8) -> str:
+    """The commands that took the most of the masters' time, µs an event."""
+    total: dict[str, int] = {}
+    for node in nodes:
+        for name, us in node.command_us.items():
+            total[name] = total.get(name, 0) + us
+    best = sorted(total.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} {us / records:.2f}" for name, us in best)
 
 
 class SlowlogReader:
@@ -332,6 +355,7 @@ async def run_size(
             else:
                 await c.config_set("slowlog-log-slower-than", -1)  # off
             await c.slowlog_reset()
+            await c.config_resetstat()
         idle0 = [await cpu_us(c) for c in clients]
         await asyncio.sleep(IDLE_S)
         idle1 = [await cpu_us(c) for c in clients]
@@ -386,6 +410,7 @@ async def run_size(
             node.raw_cpu_us = a - b
             node.cpu_us = max(0.0, a - b - node.idle_us_per_s * (t_after - t_before))
             node.keys = int(await c.dbsize())
+            node.command_us = await command_us(c)
         if first is not None:
             seconds = t_after - first[0]
             timed = want.records - first[1]
@@ -435,6 +460,12 @@ def print_pass(r: SizeResult) -> None:
         f"check: {r.check}",
         flush=True,
     )
+    if any(n.command_us for n in r.nodes):
+        print(
+            "  µs/event by command (INFO commandstats, all masters; a script's "
+            f"commands inside its evalsha too): {top_commands(r.nodes, r.records)}",
+            flush=True,
+        )
     if r.slowlog:
         longest = max(n.slowlog_max_us for n in r.nodes) / 1e6
         lost = sum(n.slowlog_lost for n in r.nodes)

@@ -12,8 +12,8 @@ from itertools import chain
 from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
-from msgspec.msgpack import encode as msgpack_encode
 import redis.asyncio as aioredis
+from msgspec.msgpack import encode as msgpack_encode
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AuthenticationError,
